@@ -1,0 +1,96 @@
+"""LogitSet: one model's per-exit outputs on one split of one data set.
+
+Everything downstream of the store (policies, evaluation, reports) consumes
+this and nothing else, which is what lets exit policies be compared without
+re-running a network. Raw logits are kept so calibration can run after the
+fact; an imported cache that only holds probabilities says so in ``kind``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+KINDS = ("logits", "probabilities")
+
+
+@dataclass
+class LogitSet:
+    """``logits`` is (N samples, K exits, C classes), possibly a read-only memory map."""
+
+    logits: np.ndarray
+    labels: np.ndarray
+    costs: np.ndarray
+    exit_names: list[str] = field(default_factory=list)
+    ids: np.ndarray | None = None
+    kind: str = "logits"
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.logits.ndim != 3:
+            raise ValueError(
+                f"logits must be (samples, exits, classes), got shape {self.logits.shape}"
+            )
+        n, k, c = self.logits.shape
+        self.labels = np.asarray(self.labels).astype(np.int64, copy=False).reshape(-1)
+        if self.labels.shape[0] != n:
+            raise ValueError(f"{self.labels.shape[0]} labels for {n} samples")
+        if n and (self.labels.min() < 0 or self.labels.max() >= c):
+            raise ValueError(
+                f"labels must lie in [0, {c - 1}] for {c} classes, "
+                f"got [{self.labels.min()}, {self.labels.max()}]"
+            )
+        self.costs = np.asarray(self.costs, dtype=np.float64).reshape(-1)
+        if self.costs.shape[0] != k:
+            raise ValueError(f"{self.costs.shape[0]} costs for {k} exits; give one cost per exit")
+        if np.any(np.diff(self.costs) < 0):
+            raise ValueError(
+                f"costs must be cumulative (non-decreasing in exit order), got {self.costs.tolist()}"
+            )
+        if not self.exit_names:
+            self.exit_names = [f"exit{i}" for i in range(k)]
+        if len(self.exit_names) != k:
+            raise ValueError(f"{len(self.exit_names)} exit names for {k} exits")
+        if self.ids is None:
+            self.ids = np.arange(n, dtype=np.int64)
+        self.ids = np.asarray(self.ids, dtype=np.int64).reshape(-1)
+        if self.ids.shape[0] != n:
+            raise ValueError(f"{self.ids.shape[0]} sample ids for {n} samples")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.logits.shape[0])
+
+    @property
+    def num_exits(self) -> int:
+        return int(self.logits.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.logits.shape[2])
+
+    def subset(self, indices: np.ndarray) -> LogitSet:
+        """The samples at ``indices`` (positions, not ids), loaded into memory."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return LogitSet(
+            logits=np.asarray(self.logits[idx]),
+            labels=self.labels[idx],
+            costs=self.costs.copy(),
+            exit_names=list(self.exit_names),
+            ids=self.ids[idx],
+            kind=self.kind,
+            manifest=dict(self.manifest),
+        )
+
+    def log_probs(self) -> np.ndarray:
+        """Per-exit log-probabilities, float64, (N, K, C), whatever ``kind`` holds."""
+        x = np.asarray(self.logits, dtype=np.float64)
+        if self.kind == "probabilities":
+            return np.log(np.clip(x, 1e-300, None))
+        from scipy.special import log_softmax
+
+        return log_softmax(x, axis=-1)

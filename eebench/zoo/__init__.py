@@ -1,0 +1,30 @@
+"""Model zoo: every architecture behind the one ``MultiExitModel`` interface.
+
+Importing this package registers every architecture module's models.
+"""
+
+from eebench.zoo import msdnet, timm_attach  # noqa: F401  (registration side effects)
+from eebench.zoo.base import ModelConfig, MultiExitModel, TruncatedModel
+from eebench.zoo.checkpoint import CheckpointMismatchError, load_checkpoint
+from eebench.zoo.registry import (
+    UnknownModelError,
+    create_model,
+    is_model,
+    list_families,
+    list_models,
+    register_model,
+)
+
+__all__ = [
+    "CheckpointMismatchError",
+    "ModelConfig",
+    "MultiExitModel",
+    "TruncatedModel",
+    "UnknownModelError",
+    "create_model",
+    "is_model",
+    "list_families",
+    "list_models",
+    "load_checkpoint",
+    "register_model",
+]

@@ -1,0 +1,106 @@
+"""Strict loading of official checkpoints.
+
+A partial load gives a model that runs and reports plausible but wrong
+accuracy, the worst kind of benchmark error; so every load is strict, and a
+mismatch names the first missing and unexpected keys and differing shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "net", "module")
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint's keys or shapes do not match the model."""
+
+
+def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
+    """Find the state_dict inside the usual containers and strip a ``module.`` prefix."""
+    seen = 0
+    while isinstance(obj, Mapping) and seen < 4:
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        for key in CONTAINER_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+        else:
+            break
+        seen += 1
+    if not isinstance(obj, Mapping):
+        raise CheckpointMismatchError(
+            f"checkpoint holds a {type(obj).__name__}, not a state_dict; expected a dict of "
+            f"tensors, possibly inside one of {CONTAINER_KEYS}"
+        )
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointMismatchError(
+            f"no tensors found in the checkpoint (top-level keys: {list(obj)[:10]}); "
+            f"expected a state_dict, possibly inside one of {CONTAINER_KEYS}"
+        )
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def describe_mismatch(
+    model_sd: Mapping[str, torch.Tensor], ckpt_sd: Mapping[str, torch.Tensor], limit: int = 5
+) -> str:
+    """A readable summary of how two state_dicts differ; empty when they match."""
+    missing = [k for k in model_sd if k not in ckpt_sd]
+    unexpected = [k for k in ckpt_sd if k not in model_sd]
+    shapes = [
+        f"{k}: checkpoint {tuple(ckpt_sd[k].shape)} vs model {tuple(model_sd[k].shape)}"
+        for k in model_sd
+        if k in ckpt_sd and tuple(ckpt_sd[k].shape) != tuple(model_sd[k].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys, first: {missing[:limit]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys, first: {unexpected[:limit]}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatches, first: {shapes[:limit]}")
+    return "; ".join(parts)
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, torch.Tensor]:
+    """Strict-load ``path`` into ``model``; returns the state_dict that was loaded.
+
+    A model may define ``convert_checkpoint(state_dict) -> state_dict`` to map
+    an official layout onto its own (documented in the model's docstring).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; give the path of a local file")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    sd = unwrap_state_dict(obj)
+    convert = getattr(model, "convert_checkpoint", None)
+    if callable(convert):
+        sd = convert(sd)
+    problem = describe_mismatch(model.state_dict(), sd)
+    if problem:
+        name = getattr(getattr(model, "config", None), "name", type(model).__name__)
+        raise CheckpointMismatchError(f"{path} does not match {name}: {problem}")
+    model.load_state_dict(sd, strict=True)
+    return sd
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """Hash of the weights (names, shapes, dtypes and bytes), stable across runs."""
+    h = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -1,0 +1,1 @@
+"""MSDNet (placeholder until the MSDNet module lands)."""
