@@ -9,9 +9,11 @@ from eebench.zoo.checkpoint import CheckpointMismatchError, load_checkpoint
 from eebench.zoo.registry import (
     UnknownModelError,
     create_model,
+    describe_model,
     is_model,
     list_families,
     list_models,
+    model_table,
     register_model,
 )
 
@@ -22,9 +24,11 @@ __all__ = [
     "TruncatedModel",
     "UnknownModelError",
     "create_model",
+    "describe_model",
     "is_model",
     "list_families",
     "list_models",
     "load_checkpoint",
+    "model_table",
     "register_model",
 ]

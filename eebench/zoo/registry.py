@@ -110,3 +110,26 @@ def create_model(name: str, checkpoint: str | None = None, **overrides: Any) -> 
 
         load_checkpoint(model, checkpoint)
     return model
+
+
+def describe_model(name: str, **overrides: Any) -> dict[str, Any]:
+    """Name, exits, input size and classes of a model, built on the meta device (no memory, no
+    compute), so the whole zoo can be listed in a second."""
+    import torch
+
+    with torch.device("meta"):
+        model = create_model(name, **overrides)
+    cfg = model.config
+    return {
+        "name": name,
+        "exits": len(model.exits),
+        "exit_names": list(model.exits),
+        "input_size": "x".join(str(s) for s in cfg.input_size),
+        "num_classes": cfg.num_classes,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
+
+
+def model_table(pattern: str = "*") -> list[dict[str, Any]]:
+    """``describe_model`` for every registered name matching ``pattern``."""
+    return [describe_model(n) for n in list_models(pattern)]

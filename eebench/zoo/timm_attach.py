@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from eebench.zoo.base import MultiExitModel, ModelConfig
+from eebench.zoo.base import ModelConfig, MultiExitModel
 from eebench.zoo.registry import register_family
 
 

@@ -1,0 +1,358 @@
+"""The ``eebench`` command: parses arguments, calls the public API, prints.
+
+Every command is a few lines over a function a user can call from a notebook.
+Imports happen inside the handlers, so commands that work on cached logits
+(``sweep``, ``report``, ``store``) never load torch and start quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 1,2,3, got {text!r}"
+        ) from None
+
+
+def _input_size(text: str) -> tuple[int, int, int]:
+    parts = [int(x) for x in text.replace("x", ",").split(",") if x.strip()]
+    if len(parts) == 1:
+        return (3, parts[0], parts[0])
+    if len(parts) == 2:
+        return (3, parts[0], parts[1])
+    if len(parts) == 3:
+        return (parts[0], parts[1], parts[2])
+    raise argparse.ArgumentTypeError(f"input size must be S, HxW or CxHxW, got {text!r}")
+
+
+def _print_frame(df, floatfmt: str = ".4g") -> None:  # noqa: ANN001 (pandas is imported lazily)
+    from tabulate import tabulate
+
+    print(tabulate(df, headers="keys", tablefmt="github", showindex=False, floatfmt=floatfmt))
+
+
+# ---------------------------------------------------------------- zoo / costs
+
+
+def cmd_zoo_list(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from eebench.zoo import list_families, list_models, model_table
+
+    if any(args.pattern.startswith(f) for f in list_families()):
+        for name in list_models(args.pattern):
+            print(name)
+        return 0
+    rows = model_table(args.pattern)
+    if rows:
+        df = pd.DataFrame(rows).drop(columns=["exit_names"] if not args.exit_names else [])
+        _print_frame(df, floatfmt=".2f")
+    for fam in list_families():
+        print(
+            f"\n{fam}<name>: any timm CNN with heads attached after chosen stages "
+            f"(exits=[...]); list them with `eebench zoo list '{fam}resnet*'`"
+        )
+    return 0
+
+
+def cmd_costs(args: argparse.Namespace) -> int:
+    from eebench.costs import CONVENTIONS, count_costs, format_costs_table
+    from eebench.zoo import create_model
+
+    overrides = json.loads(args.overrides) if args.overrides else {}
+    if args.list_conventions:
+        for name, text in CONVENTIONS.items():
+            print(f"{name}: {text}\n")
+        return 0
+    if not args.name:
+        print("eebench costs: give a model name (see `eebench zoo list`)", file=sys.stderr)
+        return 2
+    model = create_model(args.name, **overrides)
+    costs = count_costs(
+        model, input_size=args.input_size, convention=args.convention, cross_check=not args.no_check
+    )
+    if args.json:
+        print(json.dumps(costs.to_dict(), indent=2))
+    else:
+        print(format_costs_table(costs))
+    return 0
+
+
+# ---------------------------------------------------------------- store
+
+
+def _store(args: argparse.Namespace):  # noqa: ANN202
+    from eebench.store import LogitStore, default_store_root
+
+    return LogitStore(default_store_root(args.store))
+
+
+def cmd_store_ls(args: argparse.Namespace) -> int:
+    store = _store(args)
+    df = store.ls()
+    if df.empty:
+        print(f"store {store.root} is empty")
+    else:
+        _print_frame(df)
+    return 0
+
+
+def cmd_store_show(args: argparse.Namespace) -> int:
+    print(json.dumps(_store(args).show(args.ref), indent=2, default=str))
+    return 0
+
+
+def cmd_store_verify(args: argparse.Namespace) -> int:
+    store = _store(args)
+    problems = store.verify(args.ref)
+    for p in problems:
+        print(p)
+    n = len(store.ls()) if args.ref is None else 1
+    print(f"{'FAILED' if problems else 'OK'}: {n} entr{'y' if n == 1 else 'ies'} checked in {store.root}")
+    return 1 if problems else 0
+
+
+def cmd_store_import(args: argparse.Namespace) -> int:
+    from eebench.store.formats import import_msdnet_logits, import_npz
+
+    store = _store(args)
+    path = Path(args.path)
+    if path.suffix in (".pth", ".pt"):
+        keys = import_msdnet_logits(store, path, costs=args.costs, name=args.name)
+        for k in keys:
+            print(f"imported {path} as {k} (probabilities) into {store.root}")
+    else:
+        key = import_npz(store, path, costs=args.costs, name=args.name, layout=args.layout)
+        print(f"imported {path} as {key} into {store.root}")
+    return 0
+
+
+def cmd_store_export(args: argparse.Namespace) -> int:
+    from eebench.store.formats import export_npz
+
+    out = export_npz(_store(args), args.ref, args.out)
+    print(f"exported {args.ref} to {out}")
+    return 0
+
+
+def cmd_store_rm(args: argparse.Namespace) -> int:
+    store = _store(args)
+    key = store.rm(args.ref)
+    print(f"removed {key} from {store.root}")
+    return 0
+
+
+# ---------------------------------------------------------------- data / train
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from eebench.data import list_datasets
+
+    for name in list_datasets():
+        print(name)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from eebench.train import train_on_dataset
+
+    overrides = json.loads(args.overrides) if args.overrides else {}
+    result = train_on_dataset(
+        args.model,
+        dataset=args.dataset,
+        model_overrides=overrides,
+        epochs=args.epochs,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        batch_size=args.batch_size,
+        distill_alpha=args.distill_alpha,
+        seed=args.seed,
+        checkpoint_path=args.out,
+    )
+    accs = " / ".join(f"{a * 100:.1f}" for a in result.test_accuracy)
+    print(f"test top-1 per exit (%): {accs}")
+    print(f"weights: {result.checkpoint_path}")
+    return 0
+
+
+# ---------------------------------------------------------------- policies / suites / reports
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from eebench.evaluate import run_sweep
+
+    curve = run_sweep(
+        args.source,
+        costs=args.costs,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        val_index=args.val_index,
+        score=args.score,
+        solver=args.solver,
+        grid=args.grid,
+        budgets=args.budgets,
+        calibration=args.calibration,
+        store_root=args.store,
+    )
+    cols = [c for c in ("param", "val_acc", "val_cost", "test_acc", "test_cost") if c in curve]
+    _print_frame(curve[cols])
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        curve.to_csv(args.out, index=False)
+        print(f"{len(curve)} operating points written to {args.out}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from eebench.suite import run_suite
+
+    out = run_suite(args.suite, store_root=args.store, results_root=args.results, reports_root=args.reports)
+    print(f"results: {out.results_dir}")
+    print(f"report:  {out.report_index}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from eebench.report import build_report
+
+    index = build_report(args.results_dir, args.out)
+    print(f"report: {index}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="eebench",
+        description="Benchmark dynamic early-exit image classifiers: zoo, costs, cached logits, "
+        "exit policies, reports.",
+    )
+    from eebench import __version__
+
+    p.add_argument("--version", action="version", version=f"eebench {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, fn: Callable[[argparse.Namespace], int], parent=sub):  # noqa: ANN001, ANN202
+        sp = parent.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=fn)
+        return sp
+
+    def store_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--store",
+            metavar="DIR",
+            help="logit store folder (default: $EEBENCH_STORE, else a folder in the user cache)",
+        )
+
+    zoo = sub.add_parser("zoo", help="list the models of the zoo", description="Model zoo.")
+    zsub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="SUBCOMMAND")
+    sp = add("list", "list registered models with their exits", cmd_zoo_list, zsub)
+    sp.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'msdnet*' or 'timm/resnet*'")
+    sp.add_argument("--exit-names", action="store_true", help="also print every exit's name")
+
+    sp = add("costs", "per-exit cumulative MACs and parameters of a model", cmd_costs)
+    sp.add_argument("name", nargs="?", help="registered model name (eebench zoo list)")
+    sp.add_argument("--input-size", type=_input_size, help="S, HxW or CxHxW (default: the model's)")
+    sp.add_argument("--convention", default="fvcore", help="counting convention: fvcore (default) or msdnet")
+    sp.add_argument("--overrides", help='model overrides as JSON, e.g. \'{"num_classes": 10}\'')
+    sp.add_argument("--no-check", action="store_true", help="skip the ptflops cross-check")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sp.add_argument("--list-conventions", action="store_true", help="describe the counting conventions")
+
+    store = sub.add_parser("store", help="inspect, verify, import and export cached logits",
+                           description="The cached-logit store.")
+    ssub = store.add_subparsers(dest="store_command", required=True, metavar="SUBCOMMAND")
+    sp = add("ls", "list stored logit sets", cmd_store_ls, ssub)
+    store_opt(sp)
+    sp = add("show", "print an entry's manifest", cmd_store_show, ssub)
+    sp.add_argument("ref", help="entry name, key or key prefix")
+    store_opt(sp)
+    sp = add("verify", "recompute checksums; name every changed or missing file", cmd_store_verify, ssub)
+    sp.add_argument("ref", nargs="?", help="one entry (default: all)")
+    store_opt(sp)
+    sp = add("import", "import an .npz of logits or MSDNet's logits_single.pth", cmd_store_import, ssub)
+    sp.add_argument("path", help=".npz with logits (K,N,C) or (N,K,C) and labels; or a .pth")
+    sp.add_argument("--costs", type=_floats, required=True, help="cumulative cost per exit, e.g. 1,2,3")
+    sp.add_argument("--name", help="a name to address the entry by")
+    sp.add_argument("--layout", default="auto", choices=["auto", "knc", "nkc"], help="axis order of logits")
+    store_opt(sp)
+    sp = add("export", "write an entry as .npz", cmd_store_export, ssub)
+    sp.add_argument("ref")
+    sp.add_argument("out", help="output .npz path")
+    store_opt(sp)
+    sp = add("rm", "remove an entry", cmd_store_rm, ssub)
+    sp.add_argument("ref")
+    store_opt(sp)
+
+    data = sub.add_parser("data", help="list data sets", description="Data sets.")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    add("list", "list registered data sets", cmd_data_list, dsub)
+
+    sp = add("train", "train a multi-exit model on a small data set (CPU is fine)", cmd_train)
+    sp.add_argument("model", help="registered model name")
+    sp.add_argument("--dataset", default="digits")
+    sp.add_argument("--overrides", help='model overrides as JSON, e.g. \'{"num_classes": 10}\'')
+    sp.add_argument("--epochs", type=int, default=10)
+    sp.add_argument("--lr", type=float, default=0.1)
+    sp.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    sp.add_argument("--batch-size", type=int, default=64)
+    sp.add_argument("--distill-alpha", type=float, default=None)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", required=True, help="checkpoint path to write")
+
+    sp = add("sweep", "fit an exit policy on validation logits and evaluate it on test logits", cmd_sweep)
+    sp.add_argument("source", help="an .npz file (logits + labels) or a store entry name/key")
+    sp.add_argument("--costs", type=_floats, help="cumulative cost per exit (required for .npz without costs)")
+    sp.add_argument("--val-fraction", type=float, help="fraction of samples for the validation split")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the validation split")
+    sp.add_argument("--val-index", help=".npy of validation sample indices (the rest is test)")
+    sp.add_argument("--score", default="confidence", help="confidence, entropy or margin")
+    sp.add_argument("--solver", default="geometric", help="geometric, exact, sweep, ga, oracle, random, static")
+    sp.add_argument("--grid", default=None, help="q grid name (msdnet, imta, dvt, dynperceiver, eenet) or values")
+    sp.add_argument("--budgets", type=_floats, help="target mean costs, in the unit of --costs")
+    sp.add_argument("--calibration", default=None, help="temperature (per-exit temperature scaling)")
+    sp.add_argument("--out", help="write the curve as CSV")
+    store_opt(sp)
+
+    sp = add("run", "run a benchmark suite end to end (train, count, extract, evaluate, report)", cmd_run)
+    sp.add_argument("suite", help="suite TOML file, e.g. suites/quickstart.toml")
+    sp.add_argument("--results", default="results", help="results root (default: results/)")
+    sp.add_argument("--reports", default="reports", help="reports root (default: reports/)")
+    store_opt(sp)
+
+    sp = add("report", "rebuild a report from saved results (no model, no store)", cmd_report)
+    sp.add_argument("results_dir", help="results/<suite>")
+    sp.add_argument("--out", help="report folder (default: reports/<suite>)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as exc:
+        if os.environ.get("EEBENCH_DEBUG"):
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"eebench {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
