@@ -1,0 +1,354 @@
+"""Run a multi-exit model over a data set once and cache every exit's logits.
+
+Extracting ImageNet logits from a large model takes hours, and machines get
+preempted. So the work is cut into chunks of samples, each written to its own
+file in one atomic step; a rerun with the same identity keeps every chunk that
+reads back whole and recomputes only the rest, and the finished entry is
+assembled and committed atomically like any other store write. A rerun after
+completion finds the entry by identity and does not touch the model.
+
+torch is imported inside the functions only: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eebench.store.logitset import LogitSet
+from eebench.store.logitstore import (
+    EntryExistsError,
+    LogitStore,
+    StoreError,
+    cast_logits,
+    check_logit_dtype,
+    identity_key,
+)
+
+JOB_FILE = "job.json"
+CHUNK_PATTERN = "chunk_{:05d}.npz"
+
+
+def chunk_spans(n: int, chunk_size: int) -> list[tuple[int, int]]:
+    """The (start, stop) sample ranges of the chunks of an extraction of ``n`` samples."""
+    return [(s, min(n, s + chunk_size)) for s in range(0, n, chunk_size)]
+
+
+def read_chunk(
+    path: Path, start: int, stop: int, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A chunk's (logits, labels) if the file reads back whole and matches its span, else None.
+
+    npz members carry a CRC-32 that zipfile checks on reading, so a truncated
+    file or a changed byte fails here and the chunk is recomputed.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            logits = z["logits"]
+            labels = z["labels"]
+            span = z["span"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    n = stop - start
+    if (
+        span.shape != (2,)
+        or tuple(int(v) for v in span) != (start, stop)
+        or logits.ndim != 3
+        or logits.shape[0] != n
+        or logits.dtype != dtype
+        or labels.shape != (n,)
+    ):
+        return None
+    return logits, labels
+
+
+def _write_chunk(path: Path, logits: np.ndarray, labels: np.ndarray, span: tuple[int, int]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, logits=logits, labels=labels, span=np.asarray(span, dtype=np.int64))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _prepare_workdir(work: Path, job: dict[str, Any]) -> None:
+    """Create the chunk folder; drop chunks written under different extraction settings."""
+    work.mkdir(parents=True, exist_ok=True)
+    for stray in work.glob("*.tmp-*"):  # left by a run killed mid-write
+        stray.unlink(missing_ok=True)
+    job_path = work / JOB_FILE
+    old: dict[str, Any] | None = None
+    if job_path.is_file():
+        try:
+            old = json.loads(job_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            old = None
+    if old != job:
+        for chunk in work.glob("chunk_*.npz"):
+            chunk.unlink()
+        tmp = work / f"{JOB_FILE}.tmp-{secrets.token_hex(4)}"
+        tmp.write_text(json.dumps(job, indent=2), encoding="utf-8")
+        os.replace(tmp, job_path)
+
+
+def _labels_to_numpy(y: Any) -> np.ndarray:
+    import torch
+
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    arr = np.asarray(y).reshape(-1)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise StoreError(f"data set labels must be integer class indices, got {arr[:5]}...")
+    return arr.astype(np.int64)
+
+
+def _run_chunk(
+    model: Any,
+    dataset: Any,
+    start: int,
+    stop: int,
+    *,
+    batch_size: int,
+    num_workers: int,
+    device: Any,
+    dtype: np.dtype,
+    num_exits: int | None,
+    bar: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    loader = DataLoader(
+        Subset(dataset, range(start, stop)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+    )
+    blocks: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for batch in loader:
+        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+            raise StoreError(
+                "the data set must return (image_tensor, label) pairs; got "
+                f"{type(batch).__name__} batches"
+            )
+        x, y = batch[0], batch[1]
+        outs = model(x.to(device))
+        if isinstance(outs, torch.Tensor):
+            raise StoreError(
+                "the model returned one tensor; a MultiExitModel returns a list with one "
+                "logits tensor per exit"
+            )
+        outs = list(outs)
+        if num_exits is not None and len(outs) != num_exits:
+            raise StoreError(f"the model returned {len(outs)} exits, expected {num_exits}")
+        shapes = {tuple(o.shape) for o in outs}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise StoreError(
+                f"every exit must return (batch, classes) logits of one shape, got {sorted(shapes)}"
+            )
+        block = torch.stack([o.detach().float() for o in outs], dim=1).cpu().numpy()
+        blocks.append(cast_logits(block, dtype))
+        lab = _labels_to_numpy(y)
+        if lab.shape[0] != block.shape[0]:
+            raise StoreError(f"{lab.shape[0]} labels for a batch of {block.shape[0]} images")
+        labels.append(lab)
+        bar.update(block.shape[0])
+    return np.concatenate(blocks, axis=0), np.concatenate(labels, axis=0)
+
+
+def extract_logits(
+    model: Any,
+    dataset: Any,
+    store: LogitStore,
+    identity: Mapping[str, Any],
+    *,
+    name: str | None = None,
+    costs: Sequence[float] | np.ndarray | None = None,
+    cost_counter: str | Mapping[str, Any] | None = None,
+    exit_names: Sequence[str] | None = None,
+    batch_size: int = 64,
+    chunk_size: int = 1024,
+    dtype: str = "float32",
+    device: Any = "cpu",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> str:
+    """Cache ``model``'s per-exit logits on ``dataset`` in ``store``; returns the entry key.
+
+    ``dataset`` is map-style, item ``i`` = (image tensor, label), in the order
+    the entry keeps; an ``ids`` attribute (one id per item) is stored, else
+    0..N-1. ``identity`` says what determines the logits (see
+    ``extraction_identity``); ``dtype`` is added to it. ``costs`` are the
+    cumulative per-exit costs (one per exit; stored as NaN when None) and
+    ``cost_counter`` describes how they were counted (tool, unit, convention).
+    An existing entry is returned at once (renamed to ``name`` if given).
+    Killed runs resume from their finished chunks in ``<root>/.partial/<key>/``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    dt = check_logit_dtype(dtype)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise StoreError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise StoreError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    ident = dict(identity)
+    if "dtype" in ident and ident["dtype"] != dt.name:
+        raise StoreError(
+            f"identity says dtype {ident['dtype']!r} but extraction asks for {dt.name!r}; "
+            "leave dtype out of the identity (it is added) or make the two agree"
+        )
+    ident["dtype"] = dt.name
+    key = identity_key(ident)
+
+    if store.has_key(key):
+        if name is not None:
+            store.rename(key, name)
+        return key
+    store.check_name(name, key)  # fail before hours of work, not after
+
+    model_exits = list(getattr(model, "exits", []) or [])
+    num_exits = len(model_exits) or None
+    if exit_names is None:
+        exit_names = model_exits or None
+    if exit_names is not None and num_exits is not None and len(exit_names) != num_exits:
+        raise StoreError(f"{len(exit_names)} exit names for a model with {num_exits} exits")
+    if costs is not None:
+        costs = np.asarray(costs, dtype=np.float64).reshape(-1)
+        expect = num_exits or (len(exit_names) if exit_names is not None else None)
+        if expect is not None and costs.shape[0] != expect:
+            raise StoreError(
+                f"{costs.shape[0]} costs for a model with {expect} exits; give one cumulative "
+                "cost per exit"
+            )
+    n = len(dataset)
+    if n == 0:
+        raise StoreError("the data set is empty; nothing to extract")
+    ids = getattr(dataset, "ids", None)
+    ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids).reshape(-1)
+    if ids.shape[0] != n:
+        raise StoreError(f"the data set has {n} items but {ids.shape[0]} ids")
+
+    work = store.partial_dir / key
+    job = {"key": key, "n": n, "chunk_size": chunk_size, "batch_size": batch_size,
+           "dtype": dt.name, "device": str(device)}
+    _prepare_workdir(work, job)
+    spans = chunk_spans(n, chunk_size)
+    todo = [
+        i for i, (s, e) in enumerate(spans)
+        if read_chunk(work / CHUNK_PATTERN.format(i), s, e, dt) is None
+    ]
+    done_samples = n - sum(spans[i][1] - spans[i][0] for i in todo)
+
+    if todo:
+        was_training = bool(getattr(model, "training", False))
+        if hasattr(model, "to"):
+            model.to(device)
+        if hasattr(model, "eval"):
+            model.eval()
+        bar = tqdm(total=n, initial=done_samples, unit="img", desc=f"extract {key[:12]}",
+                   disable=not progress, leave=False)
+        try:
+            with torch.no_grad():
+                for i in todo:
+                    s, e = spans[i]
+                    logits, labels = _run_chunk(
+                        model, dataset, s, e, batch_size=batch_size, num_workers=num_workers,
+                        device=device, dtype=dt, num_exits=num_exits, bar=bar,
+                    )
+                    _write_chunk(work / CHUNK_PATTERN.format(i), logits, labels, (s, e))
+        finally:
+            bar.close()
+            if was_training and hasattr(model, "train"):
+                model.train(True)
+
+    return _assemble(store, work, key, ident, spans, ids, dt, costs, cost_counter, exit_names,
+                     name, job)
+
+
+def _assemble(
+    store: LogitStore,
+    work: Path,
+    key: str,
+    ident: dict[str, Any],
+    spans: list[tuple[int, int]],
+    ids: np.ndarray,
+    dt: np.dtype,
+    costs: np.ndarray | None,
+    cost_counter: str | Mapping[str, Any] | None,
+    exit_names: Sequence[str] | None,
+    name: str | None,
+    job: dict[str, Any],
+) -> str:
+    """Concatenate the chunks into a new entry and commit it; then drop the chunks."""
+    n = spans[-1][1]
+    first = read_chunk(work / CHUNK_PATTERN.format(0), *spans[0], dt)
+    if first is None:
+        raise StoreError(f"chunk 0 of {key[:12]} vanished or broke during extraction; rerun")
+    _, k, c = first[0].shape
+    tmp = store._new_tmp(key)
+    try:
+        mm = np.lib.format.open_memmap(tmp / "logits.npy", mode="w+", dtype=dt, shape=(n, k, c))
+        labels = np.empty(n, dtype=np.int64)
+        try:
+            for i, (s, e) in enumerate(spans):
+                got = first if i == 0 else read_chunk(work / CHUNK_PATTERN.format(i), s, e, dt)
+                if got is None:
+                    raise StoreError(
+                        f"chunk {i} of {key[:12]} vanished or broke during extraction; rerun"
+                    )
+                if got[0].shape[1:] != (k, c):
+                    raise StoreError(
+                        f"chunk {i} holds {got[0].shape[1:]} (exits, classes), chunk 0 {(k, c)}; "
+                        f"remove {work} and rerun"
+                    )
+                mm[s:e] = got[0]
+                labels[s:e] = got[1]
+            mm.flush()
+        finally:
+            del mm
+        logits = np.load(tmp / "logits.npy", mmap_mode="r", allow_pickle=False)
+        manifest: dict[str, Any] = {"extraction": {k_: v for k_, v in job.items() if k_ != "key"}}
+        if cost_counter is not None:
+            manifest["cost_counter"] = (
+                dict(cost_counter) if isinstance(cost_counter, Mapping) else str(cost_counter)
+            )
+        if costs is None:
+            manifest["costs_note"] = "no costs were given at extraction; costs are NaN"
+        ls = LogitSet(
+            logits=logits,
+            labels=labels,
+            costs=costs if costs is not None else np.full(k, np.nan),
+            exit_names=list(exit_names) if exit_names is not None else [],
+            ids=ids,
+            kind="logits",
+            manifest=manifest,
+        )
+        store.check_name(name, key)
+        try:
+            store._finish(tmp, key, ls, ident, name, overwrite=False, dtype=dt)
+        except EntryExistsError:
+            if not store.has_key(key):
+                raise
+            # another run of the same identity committed first: same logits, keep theirs
+        del logits, ls
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return key
+

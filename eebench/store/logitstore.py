@@ -1,0 +1,778 @@
+"""LogitStore: a folder of LogitSets, each found again by what determined its logits.
+
+Policies and reports are only trustworthy if the logits they read belong to
+the model, weights, data and split they claim. So an entry's folder name is a
+hash of that identity (changed weights give a new key; old logits are never
+silently reused), every array file carries a checksum in the manifest (a
+flipped byte is found and named), and writes are built in a scratch folder
+and renamed into place in one step (a crash leaves nothing that looks like a
+finished entry). Reads memory-map the logits, so opening an ImageNet-sized
+entry costs nothing until samples are touched.
+
+Only numpy and the standard library are imported here: the ``store`` and
+``sweep`` commands must start without torch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import difflib
+import errno
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import shutil
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from eebench.store.logitset import LogitSet
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ARRAY_FILES = ("logits.npy", "labels.npy", "ids.npy", "costs.npy")
+PARTIAL = ".partial"
+MIN_PREFIX = 6
+SHORT_KEY = 12
+LOGIT_DTYPES = ("float32", "float16")
+LS_COLUMNS = ("key", "name", "model", "dataset", "split", "N", "K", "C", "dtype", "kind", "created")
+
+# Manifest fields copied from the identity when it names them (what `ls` and `show` describe).
+IDENTITY_FIELDS = (
+    "model",
+    "model_config",
+    "weights_sha256",
+    "dataset",
+    "dataset_params",
+    "split",
+    "split_indices_sha256",
+    "transform",
+)
+# Manifest fields the store itself sets; a LogitSet's own manifest cannot override them.
+RESERVED_FIELDS = (
+    "format_version",
+    "key",
+    "name",
+    "identity",
+    "kind",
+    "dtype",
+    "shape",
+    "costs",
+    "exit_names",
+    "versions",
+    "created",
+    "files",
+)
+
+_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+_HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@=-]{0,127}$")
+_ROW_BLOCK_BYTES = 64 << 20
+
+
+# ---------------------------------------------------------------- errors
+
+
+class StoreError(ValueError):
+    """A store operation that cannot be done as asked."""
+
+
+class EntryNotFoundError(StoreError, KeyError):
+    """A reference that names no entry (a KeyError too, so dict-like callers work)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousReferenceError(StoreError):
+    """A key prefix or name that matches more than one entry."""
+
+
+class EntryExistsError(StoreError, FileExistsError):
+    """A write that would replace an existing entry or reuse another entry's name."""
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    """One thing wrong with one entry: which entry, which file, and what."""
+
+    key: str
+    name: str | None
+    file: str | None
+    problem: str
+
+    def __str__(self) -> str:
+        who = self.key[:SHORT_KEY] + (f" ({self.name})" if self.name else "")
+        where = f"{self.file}: " if self.file else ""
+        return f"entry {who}: {where}{self.problem}"
+
+
+# ---------------------------------------------------------------- identity
+
+
+def _canonical(obj: Any, where: str) -> Any:
+    """Plain JSON types only, so the same identity always serialises to the same bytes."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, np.generic):
+        return _canonical(obj.item(), where)
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise StoreError(f"identity value at {where!r} is {obj}; identities must be finite")
+        # 1 and 1.0 describe the same thing; let them hash the same
+        return int(obj) if obj.is_integer() and abs(obj) < 2**53 else obj
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise StoreError(
+                    f"identity key {k!r} at {where!r} is a {type(k).__name__}; use str keys"
+                )
+            out[k] = _canonical(v, f"{where}.{k}" if where else k)
+        return out
+    if isinstance(obj, np.ndarray):
+        return _canonical(obj.tolist(), where)
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    raise StoreError(
+        f"identity value at {where!r} has type {type(obj).__name__}, which has no canonical "
+        "JSON form; convert it to str, number, bool, None, list or dict"
+    )
+
+
+def canonical_json(identity: Mapping[str, Any]) -> str:
+    """The canonical text an identity is hashed from (sorted keys, no spaces)."""
+    if not isinstance(identity, Mapping) or not identity:
+        raise StoreError(
+            "an identity must be a non-empty dict of what determines the logits "
+            "(model, weights_sha256, dataset, split, transform, dtype, ...)"
+        )
+    return json.dumps(
+        _canonical(identity, ""), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+        allow_nan=False,
+    )
+
+
+def identity_key(identity: Mapping[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of ``identity``: the entry's key in a store."""
+    return hashlib.sha256(canonical_json(identity).encode("ascii")).hexdigest()
+
+
+def indices_sha256(indices: Iterable[int] | np.ndarray) -> str:
+    """sha256 of a sample index list (as little-endian int64), for a split's identity."""
+    arr = np.asarray(indices if isinstance(indices, np.ndarray) else list(indices))
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise StoreError(f"sample indices must be integers, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr.astype("<i8").reshape(-1))
+    return hashlib.sha256(arr.tobytes()).hexdigest()
+
+
+def extraction_identity(
+    *,
+    model: str,
+    model_config: Mapping[str, Any] | None,
+    weights_sha256: str | None,
+    dataset: str,
+    dataset_params: Mapping[str, Any] | None = None,
+    split: str,
+    split_indices: Sequence[int] | np.ndarray | None = None,
+    transform: str | Mapping[str, Any] | None = None,
+    dtype: str | None = None,
+) -> dict[str, Any]:
+    """The identity of logits extracted from a model: everything that changes them.
+
+    ``split_indices`` (positions into the data set) enter as their sha256, so two
+    splits with the same name but different samples never share an entry.
+    ``dtype`` may be left out: ``extract_logits`` adds the dtype it stores.
+    """
+    if dtype is not None and dtype not in LOGIT_DTYPES:
+        raise StoreError(f"dtype must be one of {LOGIT_DTYPES}, got {dtype!r}")
+    out = {
+        "model": model,
+        "model_config": dict(model_config) if model_config is not None else None,
+        "weights_sha256": weights_sha256,
+        "dataset": dataset,
+        "dataset_params": dict(dataset_params or {}),
+        "split": split,
+        "split_indices_sha256": None if split_indices is None else indices_sha256(split_indices),
+        "transform": transform,
+    }
+    if dtype is not None:
+        out["dtype"] = dtype
+    return out
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def default_store_root(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``explicit`` (``--store DIR``), else ``$EEBENCH_STORE``, else the user cache folder."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("EEBENCH_STORE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("eebench")) / "store"
+
+
+def file_sha256(path: str | os.PathLike[str], bufsize: int = 1 << 20) -> str:
+    """sha256 (hex) of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(bufsize):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of what produced an entry, read from package metadata (torch is never imported)."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    for pkg in ("eebench", "torch", "timm"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    if "eebench" not in out:
+        from eebench import __version__
+
+        out["eebench"] = __version__
+    return out
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write JSON through a temporary file and ``os.replace``: readers see old or new, never half."""
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, default=_json_default)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def check_logit_dtype(dtype: Any) -> np.dtype:
+    """The storage dtype, float32 or float16, or a clear error."""
+    dt = np.dtype(dtype)
+    if dt.name not in LOGIT_DTYPES:
+        raise StoreError(f"logits are stored as {' or '.join(LOGIT_DTYPES)}, not {dt.name}")
+    return dt
+
+
+def cast_logits(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast a block of logits, refusing values that the storage dtype turns into inf."""
+    with np.errstate(over="ignore"):
+        out = np.asarray(block).astype(dtype, copy=False)
+    if out.dtype != np.asarray(block).dtype:
+        bad = np.isinf(out) & np.isfinite(block)
+        if bad.any():
+            raise StoreError(
+                f"{int(bad.sum())} logit values overflow {dtype.name} (max |x| "
+                f"{float(np.abs(np.asarray(block)[bad]).max()):.4g}); store them as float32"
+            )
+    return out
+
+
+def write_logits_npy(path: Path, logits: np.ndarray, dtype: np.dtype) -> None:
+    """Stream ``logits`` (N,K,C) into an .npy file block by block (bounded memory)."""
+    n = logits.shape[0]
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(logits.shape))
+    try:
+        row_bytes = max(1, int(np.prod(logits.shape[1:])) * 8)
+        step = max(1, _ROW_BLOCK_BYTES // row_bytes)
+        for s in range(0, n, step):
+            mm[s : s + step] = cast_logits(logits[s : s + step], dtype)
+        mm.flush()
+    finally:
+        del mm
+    _fsync_path(path)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+# ---------------------------------------------------------------- the store
+
+
+class LogitStore:
+    """A folder of LogitSets addressed by identity key, unique key prefix or name.
+
+    Layout: ``<root>/<key>/`` holds ``manifest.json`` and ``logits.npy``,
+    ``labels.npy``, ``ids.npy``, ``costs.npy``; ``<root>/.partial/`` holds work
+    in progress (entries being written, resumable extraction chunks) and is
+    never listed. Reading never creates the root folder.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
+
+    def __repr__(self) -> str:
+        return f"LogitStore({str(self.root)!r})"
+
+    # ------------------------------------------------------------ paths and listing
+
+    @property
+    def partial_dir(self) -> Path:
+        return self.root / PARTIAL
+
+    def entry_dir(self, key: str) -> Path:
+        return self.root / key
+
+    def keys(self) -> list[str]:
+        """Full keys of every finished entry (folders named by a key that hold a manifest)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir()
+            if _KEY_RE.match(p.name) and (p / MANIFEST).is_file()
+        )
+
+    def has_key(self, key: str) -> bool:
+        return bool(_KEY_RE.match(key)) and (self.entry_dir(key) / MANIFEST).is_file()
+
+    def __contains__(self, ref: object) -> bool:
+        if not isinstance(ref, str):
+            return False
+        try:
+            self.resolve(ref)
+        except StoreError:
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def _read_manifest(self, key: str) -> dict[str, Any]:
+        path = self.entry_dir(key) / MANIFEST
+        try:
+            with open(path, encoding="utf-8") as f:
+                man = json.load(f)
+        except FileNotFoundError:
+            raise EntryNotFoundError(f"entry {key} has no {MANIFEST} in {self.root}") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StoreError(
+                f"entry {key}: {MANIFEST} cannot be read ({exc}); remove the entry with "
+                f"`eebench store rm {key[:SHORT_KEY]}`"
+            ) from exc
+        if not isinstance(man, dict):
+            raise StoreError(f"entry {key}: {MANIFEST} is not a JSON object")
+        return man
+
+    def _manifests(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for key in self.keys():
+            try:
+                out[key] = self._read_manifest(key)
+            except StoreError:
+                out[key] = {}
+        return out
+
+    def names(self) -> dict[str, str]:
+        """name -> key for every entry that has a name."""
+        return {m["name"]: k for k, m in self._manifests().items() if m.get("name")}
+
+    # ------------------------------------------------------------ references
+
+    def resolve(self, ref: str) -> str:
+        """The full key that ``ref`` (full key, unique prefix of >= 6 characters, or name) means."""
+        if not isinstance(ref, str) or not ref:
+            raise StoreError(f"an entry reference must be a non-empty string, got {ref!r}")
+        if self.has_key(ref):
+            return ref
+        manifests = self._manifests()
+        by_name = [k for k, m in manifests.items() if m.get("name") == ref]
+        if len(by_name) == 1:
+            return by_name[0]
+        if len(by_name) > 1:  # only possible if someone edited manifests by hand
+            raise AmbiguousReferenceError(
+                f"name {ref!r} names {len(by_name)} entries in {self.root}: "
+                f"{self._describe(by_name, manifests)}; use a key"
+            )
+        if _HEX_RE.match(ref):
+            low = ref.lower()
+            matches = [k for k in manifests if k.startswith(low)]
+            if len(matches) == 1 and len(low) >= MIN_PREFIX:
+                return matches[0]
+            if len(matches) > 1 or (matches and len(low) < MIN_PREFIX):
+                raise AmbiguousReferenceError(
+                    f"{ref!r} is ambiguous in {self.root}: a key prefix needs at least "
+                    f"{MIN_PREFIX} characters and one match; candidates: "
+                    f"{self._describe(matches, manifests)}"
+                )
+        close = difflib.get_close_matches(
+            ref, [m.get("name") for m in manifests.values() if m.get("name")], n=5
+        )
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        if not manifests:
+            raise EntryNotFoundError(f"no entry {ref!r}: the store {self.root} is empty")
+        raise EntryNotFoundError(
+            f"no entry {ref!r} in {self.root}{hint}; entries: "
+            f"{self._describe(list(manifests), manifests, limit=20)} "
+            "(see `eebench store ls`)"
+        )
+
+    @staticmethod
+    def _describe(keys: Sequence[str], manifests: Mapping[str, Mapping[str, Any]],
+                  limit: int = 50) -> str:
+        parts = []
+        for k in list(keys)[:limit]:
+            name = manifests.get(k, {}).get("name")
+            parts.append(k[:SHORT_KEY] + (f" ({name})" if name else ""))
+        more = len(keys) - limit
+        return ", ".join(parts) + (f", ... {more} more" if more > 0 else "")
+
+    def check_name(self, name: str | None, key: str) -> None:
+        """Fail unless ``name`` is a valid alias that no entry other than ``key`` holds."""
+        if name is None:
+            return
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise StoreError(
+                f"invalid entry name {name!r}: use 1-128 letters, digits and . _ + @ = -, "
+                "starting with a letter or digit"
+            )
+        if len(name) >= MIN_PREFIX and _HEX_RE.match(name):
+            raise StoreError(
+                f"entry name {name!r} looks like a key prefix (hex digits only); "
+                "add a non-hex character, e.g. 'run-" + name + "'"
+            )
+        owner = self.names().get(name)
+        if owner is not None and owner != key:
+            raise EntryExistsError(
+                f"name {name!r} already names entry {owner[:SHORT_KEY]} in {self.root}; "
+                f"choose another name or remove it (`eebench store rm {name}`)"
+            )
+
+    # ------------------------------------------------------------ reading
+
+    def show(self, ref: str) -> dict[str, Any]:
+        """The entry's manifest."""
+        return self._read_manifest(self.resolve(ref))
+
+    def get(self, ref: str, *, verify: bool = False, mmap: bool = True) -> LogitSet:
+        """The entry as a LogitSet; ``logits`` is a read-only memory map unless ``mmap=False``."""
+        key = self.resolve(ref)
+        if verify:
+            problems = self.verify(key)
+            if problems:
+                raise StoreError(
+                    "; ".join(map(str, problems))
+                    + f". Remove the entry (`eebench store rm {key[:SHORT_KEY]}`) and recreate it"
+                )
+        d = self.entry_dir(key)
+        man = self._read_manifest(key)
+        missing = [f for f in ARRAY_FILES if not (d / f).is_file()]
+        if missing:
+            raise StoreError(
+                f"entry {key[:SHORT_KEY]} is missing {', '.join(missing)}; run "
+                f"`eebench store verify {key[:SHORT_KEY]}`, then remove and recreate it"
+            )
+        try:
+            logits = np.load(d / "logits.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+            labels = np.load(d / "labels.npy", allow_pickle=False)
+            ids = np.load(d / "ids.npy", allow_pickle=False)
+            costs = np.load(d / "costs.npy", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise StoreError(
+                f"entry {key[:SHORT_KEY]}: an array file cannot be read ({exc}); run "
+                f"`eebench store verify {key[:SHORT_KEY]}`"
+            ) from exc
+        if list(logits.shape) != list(man.get("shape", logits.shape)):
+            raise StoreError(
+                f"entry {key[:SHORT_KEY]}: logits.npy has shape {tuple(logits.shape)} but the "
+                f"manifest says {tuple(man['shape'])}; run `eebench store verify`"
+            )
+        return LogitSet(
+            logits=logits,
+            labels=labels,
+            costs=costs,
+            exit_names=list(man.get("exit_names") or []),
+            ids=ids,
+            kind=man.get("kind", "logits"),
+            manifest=man,
+        )
+
+    def ls(self) -> pd.DataFrame:
+        """One row per entry: key (short), name, model, dataset, split, N, K, C, dtype, kind, created."""
+        import pandas as pd
+
+        rows = []
+        for key, m in self._manifests().items():
+            shape = m.get("shape") or [None, None, None]
+            model = m.get("model")
+            if not model and m.get("source"):
+                model = f"{m.get('source_format', 'import')}:{Path(str(m['source'])).name}"
+            rows.append({
+                "key": key[:SHORT_KEY],
+                "name": m.get("name") or "",
+                "model": model or "",
+                "dataset": m.get("dataset") or "",
+                "split": m.get("split") or "",
+                "N": shape[0],
+                "K": shape[1],
+                "C": shape[2],
+                "dtype": m.get("dtype", ""),
+                "kind": m.get("kind", ""),
+                "created": m.get("created", ""),
+            })
+        df = pd.DataFrame(rows, columns=list(LS_COLUMNS))
+        if not df.empty:
+            df = df.sort_values(["created", "key"], kind="stable").reset_index(drop=True)
+        return df
+
+    def verify(self, ref: str | None = None) -> list[VerifyProblem]:
+        """Recompute every checksum; report changed, missing and unlisted files, entry by entry."""
+        if ref is not None:
+            keys = [self.resolve(ref)]
+        elif self.root.is_dir():
+            # folders named like keys but without a manifest are broken entries too
+            keys = sorted(p.name for p in self.root.iterdir()
+                          if p.is_dir() and _KEY_RE.match(p.name))
+        else:
+            keys = []
+        problems: list[VerifyProblem] = []
+        for key in keys:
+            problems.extend(self._verify_one(key))
+        return problems
+
+    def _verify_one(self, key: str) -> list[VerifyProblem]:
+        d = self.entry_dir(key)
+        try:
+            man = self._read_manifest(key)
+        except StoreError as exc:
+            return [VerifyProblem(key, None, MANIFEST, str(exc))]
+        name = man.get("name")
+        out: list[VerifyProblem] = []
+        if man.get("key") != key:
+            out.append(VerifyProblem(key, name, MANIFEST,
+                                     f"manifest key {man.get('key')!r} differs from folder name"))
+        files = man.get("files")
+        if not isinstance(files, dict):
+            return out + [VerifyProblem(key, name, MANIFEST, "manifest lists no file checksums")]
+        for f in ARRAY_FILES:
+            if f not in files:
+                out.append(VerifyProblem(key, name, f, "no checksum in the manifest"))
+        for f, expected in sorted(files.items()):
+            path = d / f
+            if not path.is_file():
+                out.append(VerifyProblem(key, name, f, "missing"))
+                continue
+            actual = file_sha256(path)
+            if actual != expected:
+                out.append(VerifyProblem(
+                    key, name, f,
+                    f"checksum mismatch (manifest sha256 {expected[:16]}..., file {actual[:16]}...)",
+                ))
+        return out
+
+    # ------------------------------------------------------------ writing
+
+    def _new_tmp(self, key: str) -> Path:
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.partial_dir / f"{key}-{secrets.token_hex(6)}"
+        tmp.mkdir()
+        return tmp
+
+    def put(
+        self,
+        logitset: LogitSet,
+        identity: Mapping[str, Any],
+        name: str | None = None,
+        overwrite: bool = False,
+        *,
+        dtype: str | None = None,
+    ) -> str:
+        """Store ``logitset`` under the key of ``identity``; returns the key.
+
+        The entry is written into ``.partial/`` and renamed into place in one
+        step. An existing key raises EntryExistsError unless ``overwrite``, which
+        swaps the new entry in atomically. ``dtype`` (float32 or float16)
+        defaults to the logits' own dtype when it is one of those, else float32.
+        """
+        if not isinstance(logitset, LogitSet):
+            raise StoreError(f"put expects a LogitSet, got {type(logitset).__name__}")
+        key = identity_key(identity)
+        self.check_name(name, key)
+        if self.has_key(key) and not overwrite:
+            raise EntryExistsError(self._exists_message(key))
+        if logitset.num_samples == 0:
+            raise StoreError("refusing to store an empty LogitSet (0 samples)")
+        if dtype is None:
+            src = np.dtype(logitset.logits.dtype)
+            dtype = src.name if src.name in LOGIT_DTYPES else "float32"
+        dt = check_logit_dtype(dtype)
+        tmp = self._new_tmp(key)
+        try:
+            write_logits_npy(tmp / "logits.npy", logitset.logits, dt)
+            self._finish(tmp, key, logitset, identity, name, overwrite, dtype=dt)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return key
+
+    def _exists_message(self, key: str) -> str:
+        return (
+            f"entry {key[:SHORT_KEY]} already exists in {self.root} for this identity; "
+            "use it (store.get), pass overwrite=True to replace it, or remove it first"
+        )
+
+    def _finish(
+        self,
+        tmp: Path,
+        key: str,
+        logitset: LogitSet,
+        identity: Mapping[str, Any],
+        name: str | None,
+        overwrite: bool,
+        *,
+        dtype: np.dtype,
+    ) -> None:
+        """Write everything but logits.npy into ``tmp``, checksum, manifest, commit."""
+        _save_npy(tmp / "labels.npy", np.asarray(logitset.labels, dtype=np.int64))
+        _save_npy(tmp / "ids.npy", np.asarray(logitset.ids, dtype=np.int64))
+        _save_npy(tmp / "costs.npy", np.asarray(logitset.costs, dtype=np.float64))
+        files = {f: file_sha256(tmp / f) for f in ARRAY_FILES}
+        ident = _canonical(identity, "")
+        manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "key": key, "name": name}
+        for f in IDENTITY_FIELDS:
+            if f in ident:
+                manifest[f] = ident[f]
+        for k, v in (logitset.manifest or {}).items():
+            if k not in RESERVED_FIELDS and k not in manifest:
+                manifest[k] = v
+        costs = np.asarray(logitset.costs, dtype=np.float64)
+        manifest.update({
+            "identity": ident,
+            "kind": logitset.kind,
+            "dtype": dtype.name,
+            "shape": [int(s) for s in logitset.logits.shape],
+            "costs": [None if not math.isfinite(c) else float(c) for c in costs.tolist()],
+            "exit_names": list(logitset.exit_names),
+            "versions": package_versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "files": files,
+        })
+        _write_json(tmp / MANIFEST, manifest)
+        _fsync_path(tmp)
+        self._commit(tmp, key, overwrite)
+
+    def _commit(self, tmp: Path, key: str, overwrite: bool) -> None:
+        """Move a finished folder into place; the entry appears whole or not at all."""
+        final = self.entry_dir(key)
+        if final.exists():
+            if not overwrite:
+                raise EntryExistsError(self._exists_message(key))
+            self._swap_in(tmp, final)
+        else:
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not final.exists():
+                    raise
+                if not overwrite:  # a concurrent writer finished first
+                    raise EntryExistsError(self._exists_message(key)) from None
+                self._swap_in(tmp, final)
+        _fsync_path(self.root)
+
+    def _swap_in(self, tmp: Path, final: Path) -> None:
+        """Replace ``final`` by ``tmp``; afterwards ``tmp`` holds the old entry."""
+        if _exchange(tmp, final):
+            return
+        aside = self.partial_dir / f"{final.name}-old-{secrets.token_hex(6)}"
+        os.rename(final, aside)
+        try:
+            os.rename(tmp, final)
+        except BaseException:
+            os.rename(aside, final)
+            raise
+        os.rename(aside, tmp)
+
+    def rename(self, ref: str, name: str | None) -> str:
+        """Give an entry a new name (None removes it); returns the key."""
+        key = self.resolve(ref)
+        self.check_name(name, key)
+        man = self._read_manifest(key)
+        if man.get("name") != name:
+            man["name"] = name
+            _write_json(self.entry_dir(key) / MANIFEST, man)
+        return key
+
+    def rm(self, ref: str) -> str:
+        """Remove an entry (it vanishes in one rename, then its files are deleted); returns the key."""
+        key = self.resolve(ref)
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        trash = self.partial_dir / f"{key}-rm-{secrets.token_hex(6)}"
+        os.rename(self.entry_dir(key), trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        return key
