@@ -1,0 +1,280 @@
+"""Numbers that summarise accuracy-cost curves, with bootstrap confidence intervals.
+
+Curves are compared on what a reader of a paper looks for: the mean accuracy
+over a common cost range (area under the curve divided by the range width),
+the accuracy at given costs, and the cost at which a policy first matches the
+full model (the static last exit), reported as "x times fewer FLOPs".
+
+Intervals come from a percentile bootstrap over *test samples* with each
+operating point's exit assignment held fixed (the thresholds were fit on
+validation and do not change). Every policy sees the same resamples (a paired
+bootstrap), and per-resample accuracy and cost of all points are one matrix
+product of resample counts with per-sample hit and cost matrices.
+
+Output is long format, one row per (policy, metric[, cost]): policy, metric,
+at_cost, value, ci_low, ci_high, unit, interpolated, note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from eebench.policies.policy import BasePolicy, OperatingPoint, check_logitset
+from eebench.policies.scores import exit_correct
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from eebench.store.logitset import LogitSet
+
+_BOOT_ELEMENTS = 1 << 23
+
+
+def _xy(cost: np.ndarray, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Curve points sorted by cost; points of equal cost are averaged."""
+    x, inv = np.unique(np.asarray(cost, dtype=np.float64), return_inverse=True)
+    y = np.bincount(inv, weights=np.asarray(acc, dtype=np.float64)) / np.bincount(inv)
+    return x, y
+
+
+def mean_accuracy(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
+    """Area under the piecewise-linear curve over [lo, hi] divided by hi - lo."""
+    if hi <= lo:
+        return float(np.interp(lo, x, y))
+    xs = np.concatenate([[lo], x[(x > lo) & (x < hi)], [hi]])
+    ys = np.interp(xs, x, y)
+    return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2) / (hi - lo))
+
+
+def accuracy_at(x: np.ndarray, y: np.ndarray, cost: float) -> float:
+    """Linear interpolation of the curve at ``cost``; NaN outside the curve's cost range."""
+    if cost < x[0] or cost > x[-1]:
+        return float("nan")
+    return float(np.interp(cost, x, y))
+
+
+def cost_to_reach(x: np.ndarray, y: np.ndarray, target: float) -> float:
+    """Cost where the curve (in cost order) first reaches ``target``; NaN if it never does."""
+    hit = np.flatnonzero(y >= target)
+    if hit.size == 0:
+        return float("nan")
+    i = int(hit[0])
+    if i == 0:
+        return float(x[0])
+    x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
+    return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
+
+
+def _ci(stats: np.ndarray, ci: float) -> tuple[float, float]:
+    finite = stats[np.isfinite(stats)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(finite, [100 * (1 - ci) / 2, 100 * (1 + ci) / 2])
+    return float(lo), float(hi)
+
+
+def _point_matrices(
+    pts: Sequence[OperatingPoint], correct: np.ndarray, costs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, P) hit and cost matrices: per sample, at the exit each point sends it to."""
+    n = correct.shape[0]
+    rows = np.arange(n)
+    hits = np.empty((n, len(pts)))
+    cost = np.empty((n, len(pts)))
+    for j, pt in enumerate(pts):
+        ex = np.asarray(pt.exits, dtype=np.int64)
+        if ex.shape != (n,):
+            raise ValueError(f"operating point {j} has {ex.size} exits for {n} test samples")
+        hits[:, j] = correct[rows, ex]
+        cost[:, j] = costs[ex]
+    return hits, cost
+
+
+def summarize(
+    curve: pd.DataFrame,
+    anytime: pd.DataFrame | None = None,
+    *,
+    cost_range: tuple[float, float] | None = None,
+    at_costs: Sequence[float] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    test: LogitSet | None = None,
+    points: Mapping[str, Sequence[OperatingPoint] | BasePolicy] | None = None,
+    ci: float = 0.95,
+) -> pd.DataFrame:
+    """Summary metrics per policy of a curve (one or more policies, as from budgeted_curve).
+
+    - ``cost_range``: range of the mean-accuracy metric; default: the cost
+      range common to every policy with at least two points.
+    - ``at_costs``: costs at which to read accuracy off each test curve.
+    - target for "cost to match": the last row of ``anytime`` (top1, cost) on
+      the test set, else the last exit of ``test``.
+    - bootstrap: needs ``test`` and ``points``, mapping policy names (as in
+      ``curve.policy``) to their test operating points in curve-row order, or
+      to the fitted policy (then applied to ``test``). Seeded by ``seed``.
+    """
+    import pandas as pd
+
+    need = {"policy", "test_acc", "test_cost"}
+    if not need <= set(curve.columns):
+        raise ValueError(f"curve lacks columns {sorted(need - set(curve.columns))}; use budgeted_curve")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must lie in (0, 1), got {ci}")
+    names = list(dict.fromkeys(curve["policy"]))
+    acc = {p: curve.loc[curve.policy == p, "test_acc"].to_numpy(float) for p in names}
+    cost = {p: curve.loc[curve.policy == p, "test_cost"].to_numpy(float) for p in names}
+    curves = {p: _xy(cost[p], acc[p]) for p in names}
+    spans = [(x[0], x[-1]) for x, _ in curves.values() if x.size >= 2]
+    if cost_range is None:
+        if not spans:
+            lo = hi = float("nan")
+        else:
+            lo, hi = max(s[0] for s in spans), min(s[1] for s in spans)
+            if lo > hi:
+                raise ValueError(
+                    "the policies' cost ranges do not overlap: "
+                    + ", ".join(f"{p}: [{curves[p][0][0]:g}, {curves[p][0][-1]:g}]" for p in names)
+                    + "; pass cost_range=(low, high)"
+                )
+    else:
+        lo, hi = float(cost_range[0]), float(cost_range[1])
+        if not lo <= hi:
+            raise ValueError(f"cost_range must be (low, high) with low <= high, got {cost_range}")
+    at_costs = [float(c) for c in (at_costs or [])]
+
+    last_acc = last_cost = None
+    correct = None
+    if test is not None:
+        check_logitset(test, "test")
+        correct = exit_correct(test)
+    if anytime is not None and len(anytime):
+        last_acc, last_cost = float(anytime.iloc[-1]["top1"]), float(anytime.iloc[-1]["cost"])
+    elif correct is not None:
+        last_acc, last_cost = float(correct[:, -1].mean()), float(test.costs[-1])
+
+    def metrics(x: np.ndarray, y: np.ndarray, target: float | None) -> list[float]:
+        vals = [mean_accuracy(x, y, lo, hi) if x.size >= 2 and np.isfinite(lo) else float("nan")]
+        vals += [accuracy_at(x, y, c) for c in at_costs]
+        if target is not None:
+            m = cost_to_reach(x, y, target)
+            vals += [m, last_cost / m if m > 0 else float("nan")]
+        return vals
+
+    # bootstrap statistics, paired across policies
+    boot: dict[str, np.ndarray] = {}
+    do_boot = n_boot > 0 and test is not None and points
+    if do_boot:
+        n = test.num_samples
+        mats = {}
+        for p, pts in points.items():
+            if p not in acc:
+                raise ValueError(f"points given for {p!r}, which is not in the curve ({names})")
+            if isinstance(pts, BasePolicy):
+                pts = pts.apply(test)
+            h, c = _point_matrices(pts, correct, test.costs)
+            if h.shape[1] != acc[p].size or not np.allclose(h.mean(axis=0), acc[p], rtol=0, atol=1e-9):
+                raise ValueError(
+                    f"the points given for {p!r} do not reproduce its curve rows on this test set "
+                    f"({h.shape[1]} points vs {acc[p].size} rows); pass the test operating points "
+                    f"of the same fitted policy, in curve order"
+                )
+            mats[p] = (h, c)
+        rng = np.random.default_rng(seed)
+        step = max(1, _BOOT_ELEMENTS // n)
+        stats: dict[str, list[list[float]]] = {p: [] for p in mats}
+        last = correct[:, -1].astype(np.float64)
+        for start in range(0, n_boot, step):
+            b = min(step, n_boot - start)
+            draw = rng.integers(0, n, size=(b, n))
+            w = np.bincount((draw + (np.arange(b) * n)[:, None]).ravel(), minlength=b * n)
+            w = w.reshape(b, n).astype(np.float64)
+            target_b = w @ last / n if last_acc is not None else None
+            for p, (h, c) in mats.items():
+                acc_b = w @ h / n
+                cost_b = w @ c / n
+                for i in range(b):
+                    x, y = _xy(cost_b[i], acc_b[i])
+                    stats[p].append(metrics(x, y, None if target_b is None else target_b[i]))
+        boot = {p: np.asarray(v, dtype=np.float64) for p, v in stats.items()}
+
+    boot_note = (
+        f"{ci:.0%} percentile bootstrap, {n_boot} test resamples (seed {seed}), exits fixed per point"
+    )
+    no_boot_note = "no interval: pass test= and points= (and n_boot > 0) for a bootstrap"
+    rows: list[dict[str, Any]] = []
+    for p in names:
+        x, y = curves[p]
+        vals = metrics(x, y, last_acc)
+        specs: list[tuple[str, float, str, bool, str]] = [
+            (
+                "mean_accuracy",
+                float("nan"),
+                "accuracy",
+                True,
+                f"area under the test curve over cost [{lo:g}, {hi:g}] / width"
+                if x.size >= 2
+                else "single operating point: no area",
+            )
+        ]
+        for c in at_costs:
+            inside = x[0] <= c <= x[-1]
+            exact = bool(np.any(x == c))
+            specs.append(
+                (
+                    "accuracy_at_cost",
+                    c,
+                    "accuracy",
+                    inside and not exact,
+                    "linear interpolation of the test curve"
+                    if inside
+                    else f"outside the curve's cost range [{x[0]:g}, {x[-1]:g}]",
+                )
+            )
+        if last_acc is not None:
+            reached = np.isfinite(vals[len(specs)])
+            specs.append(
+                (
+                    "cost_to_match_last_exit",
+                    float("nan"),
+                    "cost",
+                    True,
+                    f"first test cost reaching the last exit's accuracy {last_acc:.4f}"
+                    if reached
+                    else f"never reaches the last exit's accuracy {last_acc:.4f}",
+                )
+            )
+            specs.append(
+                (
+                    "speedup_vs_last_exit",
+                    float("nan"),
+                    "x",
+                    True,
+                    f"last exit cost {last_cost:g} / cost to match its accuracy",
+                )
+            )
+        for j, (metric, at, unit, interp, note) in enumerate(specs):
+            lo_ci, hi_ci = _ci(boot[p][:, j], ci) if p in boot else (float("nan"), float("nan"))
+            if p in boot:
+                finite = int(np.isfinite(boot[p][:, j]).sum())
+                if 0 < finite < n_boot:
+                    note = f"{note}; defined in {finite} of {n_boot} resamples (interval over those)"
+            rows.append(
+                {
+                    "policy": p,
+                    "metric": metric,
+                    "at_cost": at,
+                    "value": vals[j],
+                    "ci_low": lo_ci,
+                    "ci_high": hi_ci,
+                    "unit": unit,
+                    "interpolated": interp,
+                    "note": f"{note}; {boot_note if p in boot else no_boot_note}",
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=["policy", "metric", "at_cost", "value", "ci_low", "ci_high", "unit", "interpolated", "note"],
+    )

@@ -1,0 +1,90 @@
+"""Exit policies on cached logits: scores, calibrations, threshold solvers, baselines.
+
+Nothing here imports torch, pandas or (at import time) scipy and deap, so the
+``eebench sweep`` command starts quickly.
+"""
+
+from __future__ import annotations
+
+from eebench.policies.baselines import OraclePolicy, RandomPolicy, StaticPolicy
+from eebench.policies.calibration import (
+    CALIBRATIONS,
+    TemperatureScaling,
+    list_calibrations,
+    make_calibration,
+)
+from eebench.policies.factory import list_policy_solvers, make_policy
+from eebench.policies.grids import GRIDS, QGrid, exit_distribution, get_grid, list_grids
+from eebench.policies.policy import BasePolicy, OperatingPoint, Policy
+from eebench.policies.scores import (
+    SCORES,
+    exit_correct,
+    exit_predictions,
+    exit_scores,
+    get_score,
+    list_scores,
+)
+from eebench.policies.solvers import (
+    SENTINEL,
+    SOLVERS,
+    ExactSolver,
+    GeometricSolver,
+    Solution,
+    SweepSolver,
+    assign_exits,
+    evaluate_exits,
+    exit_counts,
+    list_solvers,
+    make_solver,
+    mean_cost,
+    quota_thresholds,
+)
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy export keeps deap out of the import
+    if name == "GeneticSolver":
+        from eebench.policies.ga import GeneticSolver
+
+        return GeneticSolver
+    raise AttributeError(f"module 'eebench.policies' has no attribute {name!r}")
+
+
+__all__ = [
+    "CALIBRATIONS",
+    "GRIDS",
+    "SCORES",
+    "SENTINEL",
+    "SOLVERS",
+    "BasePolicy",
+    "ExactSolver",
+    "GeneticSolver",
+    "GeometricSolver",
+    "OperatingPoint",
+    "OraclePolicy",
+    "Policy",
+    "QGrid",
+    "RandomPolicy",
+    "Solution",
+    "StaticPolicy",
+    "SweepSolver",
+    "TemperatureScaling",
+    "assign_exits",
+    "evaluate_exits",
+    "exit_correct",
+    "exit_counts",
+    "exit_distribution",
+    "exit_predictions",
+    "exit_scores",
+    "get_grid",
+    "get_score",
+    "list_calibrations",
+    "list_grids",
+    "list_policy_solvers",
+    "list_scores",
+    "list_solvers",
+    "make_calibration",
+    "make_policy",
+    "make_solver",
+    "mean_cost",
+    "quota_thresholds",
+]

@@ -1,0 +1,128 @@
+"""Post-hoc calibration of every exit, fit on the validation split.
+
+Early exits are over- or under-confident in different ways, and a confidence
+threshold inherits that; per-exit temperature scaling (one scalar per exit,
+fit on validation negative log-likelihood) is the standard fix and cannot
+change any exit's top-1 prediction. We optimise ``log T`` so the search is
+unconstrained in sign and symmetric in "sharpen" versus "soften".
+
+For caches that hold probabilities (``kind="probabilities"``, e.g. MSDNet's
+``logits_single.pth``) the temperature divides the log-probabilities:
+``softmax(log p / T)``. That is exactly temperature scaling of the original
+logits, because log-probabilities differ from logits only by a per-sample
+constant that softmax ignores (up to the float precision of the stored
+probabilities: probabilities that underflowed to 0 are clipped at 1e-300).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from eebench.policies._registry import lookup
+
+if TYPE_CHECKING:
+    from eebench.store.logitset import LogitSet
+
+_TINY = 1e-300
+
+
+def _as_logits(x: np.ndarray, kind: str) -> np.ndarray:
+    return np.log(np.maximum(x, _TINY)) if kind == "probabilities" else x
+
+
+class TemperatureScaling:
+    """Per-exit temperature scaling; after ``fit``: ``temperatures_`` (K,), ``nll_before_``/``nll_after_``.
+
+    ``bounds`` limits each temperature (the optimiser works on ``log T``
+    inside ``log(bounds)``).
+    """
+
+    name = "temperature"
+
+    def __init__(self, bounds: tuple[float, float] = (0.01, 100.0)) -> None:
+        self.bounds = bounds
+
+    def fit(self, ls: LogitSet) -> TemperatureScaling:
+        from scipy.optimize import minimize
+
+        lo, hi = self.bounds
+        if not (0 < lo < 1 < hi):
+            raise ValueError(f"temperature bounds must satisfy 0 < low < 1 < high, got {self.bounds}")
+        if ls.num_samples == 0:
+            raise ValueError("cannot fit temperatures on an empty validation set")
+        k_exits = ls.num_exits
+        temps = np.ones(k_exits)
+        before = np.empty(k_exits)
+        after = np.empty(k_exits)
+        idx = np.arange(ls.num_samples)
+        for k in range(k_exits):
+            x = _as_logits(np.asarray(ls.logits[:, k, :], dtype=np.float64), ls.kind)
+            xy = x[idx, ls.labels]
+
+            def nll_and_grad(u: np.ndarray, x: np.ndarray = x, xy: np.ndarray = xy) -> tuple:
+                beta = float(np.exp(-u[0]))
+                z = x * beta
+                m = z.max(axis=1, keepdims=True)
+                e = np.exp(z - m)
+                s = e.sum(axis=1, keepdims=True)
+                lse = (m + np.log(s))[:, 0]
+                nll = float(np.mean(lse - beta * xy))
+                ex = ((e / s) * x).sum(axis=1)  # E_p[x] under the scaled softmax
+                dnll_dbeta = float(np.mean(ex - xy))
+                return nll, np.array([-beta * dnll_dbeta])
+
+            before[k] = nll_and_grad(np.zeros(1))[0]
+            res = minimize(
+                nll_and_grad,
+                x0=np.zeros(1),
+                jac=True,
+                method="L-BFGS-B",
+                bounds=[(np.log(lo), np.log(hi))],
+                options={"ftol": 1e-12, "gtol": 1e-9, "maxiter": 200},
+            )
+            u = float(res.x[0])
+            nll_u = float(res.fun)
+            if nll_u > before[k]:  # never return something worse than T = 1
+                u, nll_u = 0.0, float(before[k])
+            temps[k] = float(np.exp(u))
+            after[k] = nll_u
+        self.temperatures_ = temps
+        self.nll_before_ = before
+        self.nll_after_ = after
+        return self
+
+    def transform(self, x: np.ndarray, k: int, kind: str) -> np.ndarray:
+        """Calibrated logits of exit ``k`` (same float dtype as ``x``)."""
+        if not hasattr(self, "temperatures_"):
+            raise RuntimeError("TemperatureScaling is not fitted; call fit(validation_set) first")
+        if not 0 <= k < len(self.temperatures_):
+            raise ValueError(
+                f"exit {k} out of range: temperatures were fit for {len(self.temperatures_)} exits"
+            )
+        z = _as_logits(x, kind)
+        return z / z.dtype.type(self.temperatures_[k])
+
+    def describe(self) -> dict:
+        """Fitted state as plain data (for reports and the curve's ``calibration`` column)."""
+        out: dict = {"name": self.name}
+        if hasattr(self, "temperatures_"):
+            out["temperatures"] = [float(t) for t in self.temperatures_]
+            out["nll_before"] = [float(v) for v in self.nll_before_]
+            out["nll_after"] = [float(v) for v in self.nll_after_]
+        return out
+
+
+CALIBRATIONS: dict[str, type] = {"temperature": TemperatureScaling}
+
+
+def make_calibration(name: str | None) -> TemperatureScaling | None:
+    """A fresh (unfitted) calibration by name; ``None``/"none" means no calibration."""
+    if name is None or (isinstance(name, str) and name.strip().lower() in ("", "none")):
+        return None
+    return lookup("calibration", name, CALIBRATIONS)()
+
+
+def list_calibrations() -> list[str]:
+    return ["none", *sorted(CALIBRATIONS)]

@@ -1,0 +1,136 @@
+"""Exit policies: calibration (optional) + score + solver, fit on validation, applied to test.
+
+The scikit-learn contract (parameters in the constructor, ``fit`` on one set,
+learned state ending in ``_``, ``apply`` on another) makes it impossible to
+fit thresholds on the test split by accident: ``fit`` is the only place that
+sees labels, and it only sees the validation set. Every policy, learned or
+baseline, produces the same thing: a list of OperatingPoint, each with an
+exit index per sample, so evaluation never needs to know which kind it got.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from eebench.policies.calibration import make_calibration
+from eebench.policies.scores import exit_correct, exit_scores, get_score
+from eebench.policies.solvers import Solution, assign_exits, make_solver
+
+if TYPE_CHECKING:
+    from eebench.store.logitset import LogitSet
+
+
+@dataclass
+class OperatingPoint:
+    """One point of a policy on one set: its parameter, thresholds (K,) and exits (N,).
+
+    ``param`` is what the solver swept (q, a shared threshold, a budget, an
+    exit index; NaN for the oracle), named by ``param_name``. Thresholds are
+    NaN for policies that do not threshold (oracle, random).
+    """
+
+    param: float
+    thresholds: np.ndarray
+    exits: np.ndarray
+    param_name: str = "q"
+
+
+def check_logitset(ls: Any, what: str) -> None:
+    """Fail early, and say what was expected, when something else than a LogitSet comes in."""
+    if not all(hasattr(ls, a) for a in ("logits", "labels", "costs", "kind")):
+        raise TypeError(
+            f"{what} must be an eebench.store.logitset.LogitSet, got {type(ls).__name__}"
+        )
+
+
+class BasePolicy:
+    """Shared checks of every policy; subclasses implement ``fit`` and ``apply``."""
+
+    name = "policy"
+
+    def _check_fitted(self, ls: LogitSet) -> None:
+        check_logitset(ls, "the set to apply the policy to")
+        if not hasattr(self, "num_exits_"):
+            raise RuntimeError(f"policy {self.name!r} is not fitted; call fit(validation_set) first")
+        if ls.num_exits != self.num_exits_:
+            raise ValueError(
+                f"policy {self.name!r} was fit on {self.num_exits_} exits but the set has "
+                f"{ls.num_exits}; apply it to outputs of the same model"
+            )
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data description (name and fitted state worth reporting)."""
+        return {"name": self.name}
+
+    def fit(self, val: LogitSet) -> BasePolicy:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def apply(self, ls: LogitSet) -> list[OperatingPoint]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Policy(BasePolicy):
+    """Threshold policy: ``score`` (name) + ``solver`` (name or object) + ``calibration``.
+
+    After ``fit``: ``calibration_`` (fitted, or None), ``solutions_`` (list of
+    Solution on the validation set), ``num_exits_``.
+    """
+
+    def __init__(
+        self,
+        score: str = "confidence",
+        solver: Any = "geometric",
+        calibration: Any = None,
+        *,
+        solver_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        get_score(score)  # unknown names fail here, listing the known ones
+        self.score = score
+        self.solver = solver
+        self.calibration = calibration
+        self.solver_options = dict(solver_options or {})
+        self._solver = make_solver(solver, **self.solver_options) if isinstance(solver, str) else solver
+        if isinstance(calibration, str) or calibration is None:
+            make_calibration(calibration)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        cal = self.calibration if isinstance(self.calibration, str) else getattr(
+            self.calibration, "name", None
+        )
+        cal_part = f"+{cal}" if cal and cal != "none" else ""
+        return f"{self.score}{cal_part}/{self._solver.name}"
+
+    def fit(self, val: LogitSet) -> Policy:
+        check_logitset(val, "the validation set")
+        if val.num_samples == 0:
+            raise ValueError("the validation set is empty")
+        if isinstance(self.calibration, str) or self.calibration is None:
+            cal = make_calibration(self.calibration)
+        else:
+            cal = self.calibration
+        self.calibration_ = cal.fit(val) if cal is not None else None
+        scores = exit_scores(val, self.score, self.calibration_)
+        correct = exit_correct(val)
+        self.solutions_: list[Solution] = self._solver.solve(scores, correct, val.costs)
+        self.num_exits_ = val.num_exits
+        return self
+
+    def apply(self, ls: LogitSet) -> list[OperatingPoint]:
+        self._check_fitted(ls)
+        scores = exit_scores(ls, self.score, self.calibration_)
+        return [
+            OperatingPoint(s.param, s.thresholds.copy(), assign_exits(scores, s.thresholds), s.param_name)
+            for s in self.solutions_
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "score": self.score, "solver": self._solver.name}
+        cal = getattr(self, "calibration_", None)
+        if cal is not None:
+            out["calibration"] = cal.describe()
+        return out
