@@ -214,9 +214,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from eebench.suite import run_suite
+    from eebench.suite import current_command, run_suite
 
-    out = run_suite(args.suite, store_root=args.store, results_root=args.results, reports_root=args.reports)
+    out = run_suite(
+        args.suite, store_root=args.store, results_root=args.results,
+        reports_root=args.reports, command=current_command(),
+    )
     print(f"results: {out.results_dir}")
     print(f"report:  {out.report_index}")
     return 0

@@ -83,7 +83,10 @@ def validate_table(data: Mapping[str, Any], table: Table, where: str, path: str)
         if key not in data:
             if spec.required:
                 raise SuiteError(f"{where}: missing required key {p!r} ({_type_name(spec.types)}; {spec.doc})")
-            out[key] = spec.default() if callable(spec.default) else spec.default
+            value = spec.default() if callable(spec.default) else spec.default
+            if spec.table is not None and isinstance(value, Mapping):
+                value = validate_table(value, spec.table, where, p)  # nested defaults
+            out[key] = value
             continue
         value = data[key]
         if not _is_instance(value, spec.types):

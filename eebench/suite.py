@@ -1,0 +1,482 @@
+"""Benchmark suites: a TOML file that names data, models, policies and report options,
+and the runner that walks the whole flow of DESIGN.md over it.
+
+The file is validated completely before anything runs. The runner is
+idempotent: trained weights and extracted logits are found again by identity,
+so a second run only re-fits policies and redraws the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from eebench.schema import Field, SuiteError, Table, one_of, positive, validate_table
+
+SCORES = ("confidence", "entropy", "margin")
+SOLVERS = ("geometric", "exact", "sweep", "ga")
+BASELINES = ("oracle", "random", "static")
+CALIBRATIONS = ("temperature",)
+
+
+def _fraction_table(value: dict[str, Any]) -> str | None:
+    bad = [k for k in value if k not in ("train", "val", "test")]
+    if bad:
+        return f"has unknown split names {bad}; use train, val and test"
+    if "val" not in value or "test" not in value:
+        return "must name at least val and test fractions, e.g. {train = 0.6, val = 0.2, test = 0.2}"
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0 for v in value.values()):
+        return "fractions must be positive numbers"
+    if sum(value.values()) > 1 + 1e-9:
+        return f"fractions sum to {sum(value.values()):g}, more than 1"
+    return None
+
+
+TRAIN = Table(
+    {
+        "epochs": Field(int, required=True, check=positive, doc="training epochs"),
+        "lr": Field(float, default=0.1, check=positive),
+        "optimizer": Field(str, default="sgd", check=one_of(["sgd", "adamw"])),
+        "batch_size": Field(int, default=64, check=positive),
+        "weight_decay": Field(float, default=1e-4),
+        "momentum": Field(float, default=0.9),
+        "distill_alpha": Field(float, default=None, doc="self-distillation weight, 0..1"),
+        "distill_temperature": Field(float, default=1.0, check=positive),
+        "augment": Field(bool, default=True, doc="random-crop augmentation while training"),
+        "seed": Field(int, default=0),
+    }
+)
+
+MODEL = Table(
+    {
+        "name": Field(str, required=True, doc="registered model name (eebench zoo list)"),
+        "label": Field(str, default=None, doc="display name in figures and tables"),
+        "overrides": Field(dict, default=dict, doc="keyword arguments of the model function"),
+        "checkpoint": Field(str, default=None, doc="path of a local checkpoint to load strictly"),
+        "train": Field(dict, default=None, table=TRAIN, doc="training recipe"),
+    }
+)
+
+POLICY = Table(
+    {
+        "label": Field(str, default=None),
+        "score": Field(str, default="confidence", check=one_of(SCORES)),
+        "solver": Field(str, default="geometric", check=one_of(SOLVERS + BASELINES)),
+        "grid": Field((str, list), default=None, doc="q grid name or list of values"),
+        "budgets": Field(list, default=None, items=float, doc="target mean costs, in MACs"),
+        "calibration": Field(str, default=None, check=one_of(CALIBRATIONS)),
+        "thresholds": Field(list, default=None, items=float, doc="sweep: threshold grid"),
+        "like": Field(str, default=None, doc="random: the policy label whose exit fractions it copies"),
+        "seed": Field(int, default=0),
+        "generations": Field(int, default=None, check=positive, doc="ga: generations"),
+        "population": Field(int, default=None, check=positive, doc="ga: population size"),
+    }
+)
+
+SUITE = Table(
+    {
+        "suite": Field(
+            dict,
+            default=dict,
+            table=Table(
+                {
+                    "name": Field(str, default=None, doc="defaults to the file name"),
+                    "description": Field(str, default=""),
+                    "seed": Field(int, default=0),
+                    "device": Field(str, default="cpu"),
+                }
+            ),
+        ),
+        "data": Field(
+            dict,
+            required=True,
+            table=Table(
+                {
+                    "dataset": Field(str, required=True, doc="registered data set (eebench data list)"),
+                    "params": Field(dict, default=dict, doc="data set arguments, e.g. root"),
+                    "splits": Field(dict, default=None, check=_fraction_table),
+                    "seed": Field(int, default=0, doc="seed of the split"),
+                    "val_index": Field(str, default=None, doc=".npy of validation indices"),
+                    "test_index": Field(str, default=None, doc=".npy of test indices"),
+                    "batch_size": Field(int, default=256, check=positive, doc="extraction batch"),
+                }
+            ),
+        ),
+        "costs": Field(
+            dict,
+            default=dict,
+            table=Table(
+                {
+                    "convention": Field(str, default="fvcore", check=one_of(["fvcore", "msdnet"])),
+                    "cross_check": Field(bool, default=True),
+                }
+            ),
+        ),
+        "models": Field(list, required=True, table=MODEL, doc="[[models]] tables"),
+        "policies": Field(list, required=True, table=POLICY, doc="[[policies]] tables"),
+        "evaluate": Field(
+            dict,
+            default=dict,
+            table=Table(
+                {
+                    "ece_bins": Field(int, default=15, check=positive),
+                    "n_boot": Field(int, default=200, check=positive),
+                    "seed": Field(int, default=0),
+                    "budgets": Field(list, default=None, items=float, doc="costs for tables, MACs"),
+                }
+            ),
+        ),
+        "report": Field(
+            dict,
+            default=dict,
+            table=Table(
+                {
+                    "title": Field(str, default=None),
+                    "published": Field(list, default=list, items=str, doc="published sources to overlay"),
+                }
+            ),
+        ),
+    }
+)
+
+
+def policy_label(p: dict[str, Any]) -> str:
+    """The name a policy goes by in results: ``score[+calibration]/solver`` or the baseline."""
+    if p.get("label"):
+        return p["label"]
+    if p["solver"] in BASELINES:
+        return p["solver"]
+    score = p["score"] + (f"+{p['calibration']}" if p.get("calibration") else "")
+    return f"{score}/{p['solver']}"
+
+
+def model_label(m: dict[str, Any]) -> str:
+    return m.get("label") or m["name"]
+
+
+def load_suite(path: str | Path) -> dict[str, Any]:
+    """Read and fully validate a suite file; returns it with defaults filled in."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"suite file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{path}: not valid TOML: {exc}") from None
+    suite = validate_table(raw, SUITE, str(path), "")
+    suite["suite"]["name"] = suite["suite"]["name"] or path.stem
+    _check_names(suite, str(path))
+    return suite
+
+
+def _check_names(suite: dict[str, Any], where: str) -> None:
+    """Names that the schema cannot know: models, data sets, policy combinations."""
+    from eebench.data import list_datasets
+    from eebench.zoo.registry import close_matches, is_model
+
+    if suite["data"]["dataset"] not in list_datasets():
+        raise SuiteError(
+            f"{where}: data.dataset: unknown data set {suite['data']['dataset']!r}; "
+            f"known: {', '.join(list_datasets())}"
+        )
+    d = suite["data"]
+    if d["splits"] is None and d["val_index"] is None:
+        d["splits"] = {"train": 0.6, "val": 0.2, "test": 0.2}
+    if not suite["models"]:
+        raise SuiteError(f"{where}: models: name at least one [[models]] table")
+    labels = set()
+    for i, m in enumerate(suite["models"]):
+        if not is_model(m["name"]):
+            hint = close_matches(m["name"])
+            raise SuiteError(
+                f"{where}: models[{i}].name: unknown model {m['name']!r}"
+                + (f"; did you mean {', '.join(hint)}?" if hint else "; see `eebench zoo list`")
+            )
+        if m["checkpoint"] and m["train"]:
+            raise SuiteError(f"{where}: models[{i}]: give either checkpoint or train, not both")
+        lab = model_label(m)
+        if lab in labels:
+            raise SuiteError(f"{where}: models[{i}]: label {lab!r} is used twice; set label = ...")
+        labels.add(lab)
+    if not suite["policies"]:
+        raise SuiteError(f"{where}: policies: name at least one [[policies]] table")
+    plabels = [policy_label(p) for p in suite["policies"]]
+    for i, p in enumerate(suite["policies"]):
+        if plabels.count(plabels[i]) > 1:
+            raise SuiteError(f"{where}: policies[{i}]: label {plabels[i]!r} is used twice; set label = ...")
+        if p["solver"] == "random":
+            learned = [lab for lab, q in zip(plabels, suite["policies"]) if q["solver"] in SOLVERS]
+            if p["like"] is None and learned:
+                p["like"] = learned[0]
+            if p["like"] not in learned:
+                raise SuiteError(
+                    f"{where}: policies[{i}].like must name a learned policy to copy exit fractions "
+                    f"from ({', '.join(learned) or 'none in this suite'})"
+                )
+
+
+@dataclass
+class SuiteOutput:
+    results_dir: Path
+    report_index: Path
+
+
+def _recipe_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _weights_path(store_root: Path, model: dict[str, Any], overrides: dict[str, Any],
+                  data_identity: dict[str, Any]) -> Path:
+    """Where a suite's trained weights live: named by everything that determines them, so
+    a changed recipe, model or split trains anew and an unchanged one is reused."""
+    recipe = {
+        "model": model["name"],
+        "overrides": overrides,
+        "train": model["train"],
+        "data": data_identity,
+    }
+    safe = model["name"].replace("/", "-")
+    return store_root / "weights" / f"{safe}-{_recipe_hash(recipe)}.pth"
+
+
+def _prepare_model(m: dict[str, Any], suite: dict[str, Any], views: dict[str, Any],
+                   num_classes: int, store_root: Path, progress: bool):
+    """Create the model and give it weights: a checkpoint, cached training, or training now."""
+    import os
+
+    import torch
+
+    from eebench.train import load_trained, train_multi_exit
+    from eebench.zoo import create_model, load_checkpoint
+
+    overrides = dict(m["overrides"])
+    overrides.setdefault("num_classes", num_classes)
+    seed = m["train"]["seed"] if m["train"] else suite["suite"]["seed"]
+    if m["train"] is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = create_model(m["name"], **overrides)
+        if m["checkpoint"]:
+            load_checkpoint(model, m["checkpoint"])
+            return model, {"weights": "checkpoint", "path": m["checkpoint"]}
+        return model, {"weights": "random initialisation (no checkpoint, no train recipe)"}
+    data_identity = {k: views["train"].describe()[k] for k in ("name", "params", "index_sha256")}
+    path = _weights_path(store_root, m, overrides, data_identity)
+    if path.is_file():
+        return load_trained(path), {"weights": "trained (cached)", "path": str(path)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model(m["name"], **overrides)
+    cfg = model.config
+    t = m["train"]
+    train_view = (
+        views["train"].with_train_transform(cfg) if t["augment"] else views["train"].with_eval_transform(cfg)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    print(f"training {model_label(m)} ({m['name']}) for {t['epochs']} epochs on {len(train_view)} images")
+    result = train_multi_exit(
+        model,
+        train_view,
+        views["val"].with_eval_transform(cfg),
+        epochs=t["epochs"],
+        lr=t["lr"],
+        batch_size=t["batch_size"],
+        optimizer=t["optimizer"],
+        weight_decay=t["weight_decay"],
+        momentum=t["momentum"],
+        distill_alpha=t["distill_alpha"],
+        distill_temperature=t["distill_temperature"],
+        seed=seed,
+        device=suite["suite"]["device"],
+        progress=progress,
+        checkpoint_path=tmp,
+        model_name=m["name"],
+        model_overrides=overrides,
+    )
+    os.replace(tmp, path)  # a crash mid-training never leaves a checkpoint that looks finished
+    return model.eval(), {"weights": "trained", "path": str(path), "seconds": result.seconds}
+
+
+def _policies_for(suite: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(label, unfitted policy) for every [[policies]] table."""
+    from eebench.policies import make_policy
+
+    by_label = {policy_label(p): p for p in suite["policies"]}
+    out = []
+    for p in suite["policies"]:
+        label = policy_label(p)
+        opts: dict[str, Any] = {}
+        if p["solver"] == "ga":
+            opts = {k: p[k] for k in ("generations", "population") if p[k] is not None}
+        if p["solver"] == "random":
+            base = by_label[p["like"]]
+            policy = make_policy(
+                base["score"], "random", grid=base["grid"], budgets=base["budgets"],
+                calibration=base["calibration"], seed=p["seed"], base_solver=base["solver"],
+            )
+        else:
+            grid = p["thresholds"] if p["solver"] == "sweep" and p["thresholds"] else p["grid"]
+            policy = make_policy(
+                p["score"], p["solver"], grid=grid, budgets=p["budgets"],
+                calibration=p["calibration"], seed=p["seed"], **opts,
+            )
+        out.append((label, policy))
+    return out
+
+
+def run_suite(
+    path: str | Path,
+    *,
+    store_root: str | Path | None = None,
+    results_root: str | Path = "results",
+    reports_root: str | Path = "reports",
+    progress: bool = True,
+    command: str | None = None,
+) -> SuiteOutput:
+    """Walk the whole flow for one suite file and write ``results/<suite>/`` and
+    ``reports/<suite>/``. Returns where they are."""
+    import pandas as pd
+
+    from eebench.costs import count_costs
+    from eebench.data import create_dataset, split_dataset
+    from eebench.evaluate import anytime_table, budgeted_curve, summarize
+    from eebench.report import build_report, reliability_table
+    from eebench.store import LogitStore, default_store_root, extraction_identity
+    from eebench.store.extract import extract_logits
+    from eebench.zoo.checkpoint import state_dict_sha256
+
+    t0 = time.time()
+    suite = load_suite(path)
+    name = suite["suite"]["name"]
+    store = LogitStore(default_store_root(str(store_root) if store_root else None))
+    results_dir = Path(results_root) / name
+    reports_dir = Path(reports_root) / name
+
+    d = suite["data"]
+    full = create_dataset(d["dataset"], **d["params"])
+    index_files = {k: d[f"{k}_index"] for k in ("val", "test") if d[f"{k}_index"]}
+    views = split_dataset(full, seed=d["seed"], fractions=d["splits"] if not full.official_splits else None,
+                          index_files=index_files or None)
+    for split in ("val", "test"):
+        if split not in views:
+            raise SuiteError(f"{path}: the data rule gives splits {list(views)}; val and test are needed")
+    trained = [m for m in suite["models"] if m["train"]]
+    if trained and "train" not in views:
+        raise SuiteError(f"{path}: models {[model_label(m) for m in trained]} need a train split")
+
+    anytime_rows, curve_rows, summary_rows, reliability_rows, cost_rows = [], [], [], [], []
+    provenance: dict[str, Any] = {}
+    for m in suite["models"]:
+        label = model_label(m)
+        model, weights = _prepare_model(m, suite, views, full.num_classes, store.root, progress)
+        model.eval()
+        costs = count_costs(model, convention=suite["costs"]["convention"],
+                            cross_check=suite["costs"]["cross_check"])
+        cf = costs.to_frame()
+        cf.insert(0, "model", label)
+        cost_rows.append(cf)
+        weights_sha = state_dict_sha256(model)
+        sets = {}
+        for split in ("val", "test"):
+            view = views[split].with_eval_transform(model.config)
+            desc = view.describe()
+            identity = extraction_identity(
+                model=m["name"],
+                model_config=model.config.to_dict(),
+                weights_sha256=weights_sha,
+                dataset=desc["name"],
+                dataset_params={**desc["params"], "split_rule": desc.get("split_rule")},
+                split=split,
+                split_indices=view.ids,
+                transform=desc["transform"],
+                dtype="float32",
+            )
+            key = extract_logits(
+                model, view, store, identity,
+                costs=costs.macs,
+                cost_counter={"convention": costs.convention, "input_size": list(costs.input_size)},
+                exit_names=list(model.exits),
+                batch_size=d["batch_size"],
+                device=suite["suite"]["device"],
+                progress=progress,
+            )
+            sets[split] = store.get(key)
+        provenance[label] = {**weights, "model": m["name"], "weights_sha256": weights_sha,
+                             "val_entry": sets["val"].manifest.get("key"),
+                             "test_entry": sets["test"].manifest.get("key")}
+        val, test = sets["val"], sets["test"]
+        anytime = anytime_table(test, ece_bins=suite["evaluate"]["ece_bins"])
+        anytime.insert(0, "model", label)
+        anytime_rows.append(anytime)
+        reliability_rows.append(reliability_table(test, model=label, n_bins=suite["evaluate"]["ece_bins"]))
+
+        curves, fitted = [], {}
+        for plabel, policy in _policies_for(suite):
+            curve = budgeted_curve(policy, val, test)
+            curve["policy"] = plabel
+            curves.append(curve)
+            fitted[plabel] = policy
+        static = budgeted_curve(_static_policy(), val, test)
+        static["policy"] = "static"
+        curve = pd.concat([*curves, static], ignore_index=True)
+        learned = pd.concat(curves, ignore_index=True)
+        summary = summarize(
+            learned, anytime, n_boot=suite["evaluate"]["n_boot"], seed=suite["evaluate"]["seed"],
+            test=test, points=fitted, at_costs=suite["evaluate"]["budgets"],
+        )
+        curve.insert(0, "model", label)
+        summary.insert(0, "model", label)
+        curve_rows.append(curve)
+        summary_rows.append(summary)
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    pd.concat(anytime_rows, ignore_index=True).to_csv(results_dir / "anytime.csv", index=False)
+    pd.concat(curve_rows, ignore_index=True).to_csv(results_dir / "curves.csv", index=False)
+    pd.concat(summary_rows, ignore_index=True).to_csv(results_dir / "summary.csv", index=False)
+    pd.concat(reliability_rows, ignore_index=True).to_csv(results_dir / "reliability.csv", index=False)
+    pd.concat(cost_rows, ignore_index=True).to_csv(results_dir / "costs.csv", index=False)
+    (results_dir / "suite.resolved.json").write_text(json.dumps(suite, indent=2, default=str))
+    from eebench.store.logitstore import package_versions
+
+    meta = {
+        "suite": name,
+        "title": suite["report"]["title"] or suite["suite"]["description"] or name,
+        "cost_unit": "MACs",
+        "cost_convention": suite["costs"]["convention"],
+        "command": command or " ".join(shlex.quote(a) for a in ["eebench", "run", str(path)]),
+        "suite_file": str(path),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": package_versions(),
+        "budgets": suite["evaluate"]["budgets"],
+        "models": provenance,
+        "store": str(store.root),
+        "seconds": round(time.time() - t0, 1),
+    }
+    (results_dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    index = build_report(results_dir, reports_dir)
+    return SuiteOutput(results_dir=results_dir, report_index=Path(index))
+
+
+def _static_policy():  # noqa: ANN202
+    from eebench.policies import make_policy
+
+    return make_policy(solver="static")
+
+
+def current_command() -> str:
+    """The command line of this process, for the report's provenance line."""
+    argv = ["eebench", *sys.argv[1:]] if Path(sys.argv[0]).name == "eebench" else sys.argv
+    return " ".join(shlex.quote(a) for a in argv)

@@ -1,0 +1,54 @@
+"""The command line: help, thinness (no torch for cache-only commands), error messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from eebench.cli import build_parser, main
+
+COMMANDS = ("zoo", "costs", "store", "data", "train", "sweep", "run", "report")
+
+
+def test_help_lists_every_command_with_a_description(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in COMMANDS:
+        assert f"    {cmd} " in out or f"    {cmd}\n" in out, cmd
+    # every sub-command has a one-line description
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for action in sub._choices_actions:
+        assert action.help, action.dest
+
+
+def _modules_after(argv: list[str], tmp_path) -> set[str]:
+    code = (
+        "import sys\n"
+        "from eebench.cli import main\n"
+        f"rc = main({argv!r})\n"
+        "print('MODULES', ' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'timm', 'fvcore', 'ptflops'))))\n"
+        "sys.exit(rc)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("MODULES"))
+    return set(line.split()[1:])
+
+
+def test_store_commands_do_not_import_torch(tmp_path) -> None:
+    assert _modules_after(["store", "ls", "--store", str(tmp_path / "s")], tmp_path) == set()
+
+
+def test_unknown_model_is_a_clear_error(capsys) -> None:
+    rc = main(["costs", "msdnet_cifar100_budjet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "unknown model" in err and "msdnet_cifar100_budget" in err
