@@ -1,0 +1,153 @@
+"""What the report needs to know about the result frames: their columns, kinds of policy,
+and how a test curve is read at a cost.
+
+The report is built from the saved files alone, so it checks them the way a
+reader would: a missing column or an accuracy that is not a fraction stops the
+build with the file and the column named, instead of producing a wrong figure.
+Reading a curve at a cost uses the rule of eebench.evaluate.summary (points of
+equal cost averaged, linear interpolation, nothing outside the curve's range),
+so tables and summaries agree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ANYTIME_COLUMNS = ("model", "exit", "cost", "top1")
+ANYTIME_OPTIONAL = ("exit_name", "top5", "nll", "ece", "overthinking")
+CURVE_COLUMNS = ("model", "policy", "test_acc", "test_cost")
+SUMMARY_COLUMNS = ("model", "policy", "metric", "value")
+RELIABILITY_REQUIRED = ("model", "exit", "bin_low", "bin_high", "count", "mean_confidence", "accuracy")
+PUBLISHED_COLUMNS = ("source", "model", "setting", "gmacs", "top1")
+PUBLISHED_SETTINGS = ("anytime", "budgeted")
+
+
+def require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    """Raise ValueError naming ``what`` (a file or argument) and the missing columns."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{what} lacks column(s) {missing}; it has {list(df.columns)}. "
+            f"Re-create it with `eebench run SUITE`."
+        )
+
+
+def require_fractions(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    """Accuracies in results are fractions in [0, 1]; anything else is a unit mix-up."""
+    for c in columns:
+        if c not in df.columns:
+            continue
+        v = df[c].to_numpy(dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if v.size and (v.min() < -1e-9 or v.max() > 1 + 1e-9):
+            raise ValueError(
+                f"{what}: column {c!r} must hold fractions in [0, 1], found values in "
+                f"[{v.min():g}, {v.max():g}] (percentages? divide them by 100)"
+            )
+
+
+def check_published(published: pd.DataFrame) -> pd.DataFrame:
+    """Validate a published-numbers frame (source, model, setting, gmacs, top1 in %)."""
+    import pandas as pd
+
+    if not isinstance(published, pd.DataFrame):
+        raise TypeError(f"published must be a pandas DataFrame or None, got {type(published).__name__}")
+    require_columns(published, PUBLISHED_COLUMNS, "published numbers")
+    bad = sorted(set(published["setting"].astype(str)) - set(PUBLISHED_SETTINGS))
+    if bad:
+        raise ValueError(
+            f"published numbers: setting must be one of {PUBLISHED_SETTINGS}, found {bad}"
+        )
+    top1 = published["top1"].to_numpy(dtype=np.float64)
+    finite = top1[np.isfinite(top1)]
+    if finite.size and finite.max() <= 1.0:
+        raise ValueError(
+            "published numbers: top1 is in percent (e.g. 75.3), but every value is <= 1; "
+            "multiply fractions by 100"
+        )
+    return published
+
+
+def policy_kind(name: str) -> str:
+    """``"oracle"``, ``"random"``, ``"static"`` (baselines) or ``"learned"``."""
+    n = str(name).strip().lower()
+    if n == "oracle":
+        return "oracle"
+    if n == "static":
+        return "static"
+    if n == "random" or n.startswith("random("):
+        return "random"
+    return "learned"
+
+
+def learned_policies(policies: Iterable[str]) -> list[str]:
+    """Learned policies in first-seen order."""
+    return [p for p in dict.fromkeys(policies) if policy_kind(p) == "learned"]
+
+
+def curve_xy(cost: Sequence[float], acc: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Curve points sorted by cost, points of equal cost averaged, non-finite points dropped."""
+    c = np.asarray(cost, dtype=np.float64)
+    a = np.asarray(acc, dtype=np.float64)
+    keep = np.isfinite(c) & np.isfinite(a)
+    x, inv = np.unique(c[keep], return_inverse=True)
+    if x.size == 0:
+        return x, x.copy()
+    y = np.bincount(inv, weights=a[keep]) / np.bincount(inv)
+    return x, y
+
+
+def read_at(x: np.ndarray, y: np.ndarray, cost: float, rtol: float = 1e-9) -> tuple[float, bool]:
+    """Accuracy of the curve (x, y) at ``cost`` and whether it was interpolated.
+
+    A cost within ``rtol`` of an operating point returns that point (not
+    interpolated); outside [x[0], x[-1]] the value is NaN.
+    """
+    if x.size == 0:
+        return float("nan"), False
+    close = np.isclose(x, cost, rtol=rtol, atol=0.0)
+    if close.any():
+        return float(y[np.flatnonzero(close)[0]]), False
+    if cost < x[0] or cost > x[-1]:
+        return float("nan"), False
+    return float(np.interp(cost, x, y)), True
+
+
+def common_range(curves: pd.DataFrame, policies: Iterable[str]) -> tuple[float, float] | None:
+    """Cost range covered by every one of ``policies`` in ``curves`` (one model's rows)."""
+    lo, hi = -np.inf, np.inf
+    any_policy = False
+    for p in policies:
+        c = curves.loc[curves["policy"] == p, "test_cost"].to_numpy(dtype=np.float64)
+        c = c[np.isfinite(c)]
+        if c.size == 0:
+            continue
+        any_policy = True
+        lo, hi = max(lo, float(c.min())), min(hi, float(c.max()))
+    if not any_policy or lo > hi:
+        return None
+    return lo, hi
+
+
+def slug(name: str, taken: set[str] | None = None) -> str:
+    """A file-name-safe form of a model name, unique within ``taken`` (which it updates)."""
+    s = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-") or "model"
+    if taken is not None:
+        base, i = s, 2
+        while s in taken:
+            s = f"{base}-{i}"
+            i += 1
+        taken.add(s)
+    return s
+
+
+def ordered(values: Iterable[str]) -> list[str]:
+    """Unique values in first-seen order (result files keep the suite's order)."""
+    return list(dict.fromkeys(str(v) for v in values))

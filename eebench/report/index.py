@@ -1,0 +1,311 @@
+"""Build a report folder from a results folder: every figure, every table, and index.md.
+
+The report is made from the saved result files alone (``eebench report
+RESULTS_DIR`` never touches a model or the logit store), so it can be rebuilt
+and restyled at any time. index.md is the page a reader opens first: it shows
+each figure and table with one line saying what it is, and the exact command
+and suite file that produced the numbers, so that a figure pasted into a paper
+can be traced back to its run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from eebench.report.frames import (
+    ANYTIME_COLUMNS,
+    CURVE_COLUMNS,
+    RELIABILITY_REQUIRED,
+    SUMMARY_COLUMNS,
+    learned_policies,
+    ordered,
+    require_columns,
+    require_fractions,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from eebench.report.tables import Table
+
+REQUIRED_FILES = ("meta.json", "anytime.csv", "curves.csv")
+OPTIONAL_FILES = ("summary.csv", "reliability.csv")
+
+
+@dataclass
+class Results:
+    """The contents of ``results/<suite>/``; optional frames are None when their file is absent."""
+
+    folder: Path
+    meta: dict[str, Any]
+    anytime: pd.DataFrame
+    curves: pd.DataFrame
+    summary: pd.DataFrame | None
+    reliability: pd.DataFrame | None
+
+
+def _missing(folder: Path, name: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{folder / name} is missing: a report needs {', '.join(REQUIRED_FILES)} in the results "
+        f"folder. Create them with `eebench run SUITE` (results go to results/<suite>/), or point "
+        f"`eebench report` at the folder that holds them."
+    )
+
+
+def load_results(results_dir: str | Path) -> Results:
+    """Read and check a results folder; fails naming the missing file or column."""
+    import pandas as pd
+
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"results folder {folder} does not exist; run `eebench run SUITE` first "
+            f"(it writes results/<suite>/)"
+        )
+    for name in REQUIRED_FILES:
+        if not (folder / name).is_file():
+            raise _missing(folder, name)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{folder / 'meta.json'} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{folder / 'meta.json'} must hold a JSON object, got {type(meta).__name__}")
+    if not isinstance(meta.get("cost_unit"), str) or not meta["cost_unit"].strip():
+        raise ValueError(
+            f"{folder / 'meta.json'} lacks 'cost_unit' (e.g. \"MACs\"); the report cannot "
+            f"label costs without it"
+        )
+    budgets = meta.get("budgets")
+    if budgets is not None and (
+        not isinstance(budgets, list) or not all(isinstance(b, (int, float)) for b in budgets)
+    ):
+        raise ValueError(
+            f"{folder / 'meta.json'}: 'budgets' must be a list of costs in {meta['cost_unit']} "
+            f"or null, got {budgets!r}"
+        )
+
+    def read(name: str, columns: Sequence[str]) -> pd.DataFrame:
+        path = folder / name
+        try:
+            df = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path} is empty; re-create it with `eebench run SUITE`") from None
+        require_columns(df, columns, str(path))
+        if "model" in df.columns:
+            df["model"] = df["model"].astype(str)
+        if "policy" in df.columns:
+            df["policy"] = df["policy"].astype(str)
+        return df
+
+    anytime = read("anytime.csv", ANYTIME_COLUMNS)
+    curves = read("curves.csv", CURVE_COLUMNS)
+    if anytime.empty or curves.empty:
+        raise ValueError(
+            f"{folder / ('anytime.csv' if anytime.empty else 'curves.csv')} has no rows; "
+            f"re-create it with `eebench run SUITE`"
+        )
+    require_fractions(anytime, ["top1", "top5", "overthinking"], str(folder / "anytime.csv"))
+    require_fractions(curves, ["test_acc", "val_acc"], str(folder / "curves.csv"))
+    summary = read("summary.csv", SUMMARY_COLUMNS) if (folder / "summary.csv").is_file() else None
+    reliability = (
+        read("reliability.csv", RELIABILITY_REQUIRED)
+        if (folder / "reliability.csv").is_file()
+        else None
+    )
+    return Results(folder, meta, anytime, curves, summary, reliability)
+
+
+def _rel(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path, start)).as_posix()
+
+
+def build_report(
+    results_dir: str | Path,
+    reports_dir: str | Path | None = None,
+    *,
+    published: pd.DataFrame | None = None,
+    exit_policy: str | None = None,
+) -> Path:
+    """Write every figure (PDF + PNG) and table (Markdown + LaTeX) of a results folder into
+    ``reports_dir`` (default ``reports/<suite>/``) and an ``index.md`` showing them all;
+    returns the path of index.md.
+
+    ``published`` (columns source, model, setting, gmacs, top1 in %) is overlaid
+    on the anytime and budgeted figures. ``exit_policy`` picks the policy of the
+    exit-distribution figure (default: the first learned policy).
+    """
+    from eebench.report.figures import (
+        plot_anytime,
+        plot_budgeted,
+        plot_exit_distribution,
+        plot_reliability,
+    )
+    from eebench.report.style import cost_scale, paper_style, save_figure
+    from eebench.report.tables import anytime_tables, budget_tables, summary_tables
+
+    res = load_results(results_dir)
+    meta = res.meta
+    if reports_dir is None:
+        suite = meta.get("suite")
+        if not isinstance(suite, str) or not suite:
+            raise ValueError(
+                f"{res.folder / 'meta.json'} has no 'suite' name; pass the report folder explicitly"
+            )
+        reports_dir = Path("reports") / suite
+    out = Path(reports_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    unit = meta["cost_unit"]
+    all_costs = np.concatenate(
+        [res.anytime["cost"].to_numpy(dtype=np.float64), res.curves["test_cost"].to_numpy(dtype=np.float64)]
+    )
+    scale = cost_scale(unit, all_costs)
+    models = ordered([*res.anytime["model"], *res.curves["model"]])
+    skipped: list[str] = []
+    figures: list[tuple[str, str, str]] = []  # stem, heading, one line
+
+    with paper_style():
+
+        def save(fig: Any, stem: str, heading: str, line: str) -> None:
+            save_figure(fig, out / stem)
+            figures.append((stem, heading, line))
+
+        save(
+            plot_anytime(res.anytime, unit, published=published, scale=scale, models=models),
+            "anytime",
+            "Anytime accuracy",
+            "Test top-1 accuracy when every sample leaves at the same exit, against the "
+            "cumulative cost of reaching that exit; one line per model, one marker per exit"
+            + ("; papers' numbers in grey (hollow markers, dotted)." if published is not None else "."),
+        )
+        save(
+            plot_budgeted(res.curves, unit, published=published, scale=scale, models=models),
+            "budgeted",
+            "Budgeted-batch accuracy",
+            "Test top-1 accuracy against mean test cost per image for each exit policy "
+            "(thresholds fit on the validation split); one panel per model. Oracle: black star; "
+            "random exits: grey dashed; static exits: squares in the model's colour.",
+        )
+        try:
+            policy = exit_policy or learned_policies(res.curves["policy"])[0]
+        except IndexError:
+            policy = None
+        frac = [c for c in res.curves.columns if c.startswith("frac_")]
+        if policy is None:
+            skipped.append("Exit distributions: curves.csv holds no learned policy.")
+        elif not frac:
+            skipped.append("Exit distributions: curves.csv has no frac_k columns.")
+        else:
+            save(
+                plot_exit_distribution(
+                    res.curves, unit, policy=policy, scale=scale, models=models, anytime=res.anytime
+                ),
+                "exit_distribution",
+                "Exit distributions",
+                f"Share of test samples leaving at each exit for every operating point of "
+                f"{policy}, operating points in order of mean test cost.",
+            )
+        if res.reliability is None:
+            skipped.append("Reliability diagrams: reliability.csv is absent from the results.")
+        elif res.reliability.empty:
+            skipped.append("Reliability diagrams: reliability.csv has no rows.")
+        else:
+            save(
+                plot_reliability(res.reliability, models=models),
+                "reliability",
+                "Reliability diagrams",
+                "Per exit (columns) and model (rows): test accuracy per bin of maximum softmax "
+                "probability against the diagonal of perfect calibration; ECE in each title; light "
+                "bars hold less than 1% of the exit's samples.",
+            )
+
+    tables: list[tuple[Table, str]] = []
+    for t in anytime_tables(res.anytime, scale):
+        tables.append((t, "Cost and test metrics of every exit under the anytime protocol."))
+    for t in budget_tables(res.curves, scale, meta.get("budgets")):
+        tables.append((t, "Test accuracy of every policy read off its curve at common budgets."))
+    if res.summary is None:
+        skipped.append("Summary tables: summary.csv is absent from the results.")
+    elif res.summary.empty:
+        skipped.append("Summary tables: summary.csv has no rows.")
+    else:
+        for t in summary_tables(res.summary, scale):
+            tables.append((t, "Summary metrics of every policy with bootstrap confidence intervals."))
+    for t, _ in tables:
+        t.save(out)
+
+    index = out / "index.md"
+    index.write_text(_index_text(res, out, scale.note, figures, tables, skipped))
+    return index
+
+
+def _index_text(
+    res: Results,
+    out: Path,
+    cost_note: str,
+    figures: list[tuple[str, str, str]],
+    tables: list[tuple[Table, str]],
+    skipped: list[str],
+) -> str:
+    meta = res.meta
+    title = meta.get("title") or meta.get("suite") or res.folder.name
+    command = meta.get("command") or "(not recorded in meta.json)"
+    suite_file = meta.get("suite_file") or "(not recorded in meta.json)"
+    lines = [
+        f"# {title}",
+        "",
+        f"Report of suite `{meta.get('suite', res.folder.name)}`. Results made by",
+        "",
+        "```",
+        str(command),
+        "```",
+        "",
+        f"from the suite file `{suite_file}`"
+        + (f" on {meta['created']}" if meta.get("created") else "")
+        + f"; read from `{_rel(res.folder, out)}`. Rebuild this page with "
+        f"`eebench report {shlex.quote(res.folder.as_posix())} --out {shlex.quote(out.as_posix())}`.",
+        "",
+        cost_note,
+        "",
+    ]
+    versions = meta.get("versions")
+    if isinstance(versions, dict) and versions:
+        lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", ""]
+    lines += ["## Figures", ""]
+    for stem, heading, line in figures:
+        lines += [
+            f"### {heading}",
+            "",
+            line,
+            "",
+            f"![{heading}]({stem}.png)",
+            "",
+            f"PDF: [{stem}.pdf]({stem}.pdf) · PNG: [{stem}.png]({stem}.png)",
+            "",
+        ]
+    lines += ["## Tables", ""]
+    for t, line in tables:
+        lines += [
+            f"### {t.title}",
+            "",
+            line,
+            "",
+            t.to_markdown().rstrip("\n"),
+            "",
+            f"LaTeX: [{t.stem}.tex]({t.stem}.tex) · Markdown: [{t.stem}.md]({t.stem}.md)",
+            "",
+        ]
+    if skipped:
+        lines += ["## Not in this report", ""]
+        lines += [f"- {s}" for s in skipped]
+        lines.append("")
+    return "\n".join(lines)

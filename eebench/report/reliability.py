@@ -1,0 +1,106 @@
+"""Reliability tables: per exit, how often the top-1 prediction is right at each confidence.
+
+The report draws reliability diagrams from saved results alone, so the runner
+saves this table (``results/<suite>/reliability.csv``) next to the anytime
+table. The bins and the confidences are the ones of the anytime table's
+standard ECE (eebench.evaluate.metrics): equal-width bins over [0, 1], each
+[low, high) except the last, which also holds confidences of exactly 1.0, and
+the confidence is the maximum softmax probability computed exit by exit in the
+cache's own precision (the stored values themselves for a cache of
+probabilities). The ECE read off this table,
+``sum(count / N * |accuracy - mean_confidence|)``, is therefore the anytime
+table's ECE for the same number of bins.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from eebench.store.logitset import LogitSet
+
+RELIABILITY_COLUMNS = [
+    "model",
+    "exit",
+    "exit_name",
+    "bin_low",
+    "bin_high",
+    "count",
+    "mean_confidence",
+    "accuracy",
+]
+
+
+def reliability_table(logitset: LogitSet, model: str, n_bins: int = 15) -> pd.DataFrame:
+    """One row per exit and confidence bin of ``logitset`` (the test split).
+
+    Columns: model, exit (0-based), exit_name, bin_low, bin_high, count,
+    mean_confidence, accuracy (a fraction). Every bin is listed, empty ones
+    with count 0 and NaN mean_confidence and accuracy, so the counts of one
+    exit sum to the number of samples.
+    """
+    import pandas as pd
+
+    from eebench.policies.scores import iter_exit_chunks
+
+    for attr in ("logits", "labels", "exit_names", "kind"):
+        if not hasattr(logitset, attr):
+            raise TypeError(
+                f"logitset must be an eebench.store.logitset.LogitSet, got {type(logitset).__name__}"
+            )
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"model must be a non-empty name for the results, got {model!r}")
+    n, num_exits, _ = logitset.logits.shape
+    if n == 0:
+        raise ValueError("cannot compute a reliability table of an empty set")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    count = np.zeros((num_exits, n_bins))
+    sum_conf = np.zeros((num_exits, n_bins))
+    sum_hit = np.zeros((num_exits, n_bins))
+    labels = logitset.labels
+    for ch in iter_exit_chunks(logitset):
+        conf = ch.probs.max(axis=1).astype(np.float64)
+        hit = (ch.raw.argmax(axis=1) == labels[ch.start : ch.stop]).astype(np.float64)
+        idx = np.searchsorted(edges[1:-1], conf, side="right")
+        count[ch.k] += np.bincount(idx, minlength=n_bins)
+        sum_conf[ch.k] += np.bincount(idx, weights=conf, minlength=n_bins)
+        sum_hit[ch.k] += np.bincount(idx, weights=hit, minlength=n_bins)
+    rows = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.where(count > 0, sum_conf / count, np.nan)
+        acc = np.where(count > 0, sum_hit / count, np.nan)
+    for k in range(num_exits):
+        for b in range(n_bins):
+            rows.append(
+                {
+                    "model": model,
+                    "exit": k,
+                    "exit_name": str(logitset.exit_names[k]),
+                    "bin_low": float(edges[b]),
+                    "bin_high": float(edges[b + 1]),
+                    "count": int(count[k, b]),
+                    "mean_confidence": float(mean_conf[k, b]),
+                    "accuracy": float(acc[k, b]),
+                }
+            )
+    return pd.DataFrame(rows, columns=RELIABILITY_COLUMNS)
+
+
+def ece_from_bins(bins: pd.DataFrame) -> float:
+    """Expected calibration error of one exit's rows of a reliability table (a fraction)."""
+    count = bins["count"].to_numpy(dtype=np.float64)
+    total = count.sum()
+    if total <= 0:
+        return float("nan")
+    nz = count > 0
+    gap = np.abs(
+        bins["accuracy"].to_numpy(dtype=np.float64)[nz]
+        - bins["mean_confidence"].to_numpy(dtype=np.float64)[nz]
+    )
+    return float(np.sum(count[nz] / total * gap))
