@@ -1,1 +1,352 @@
-"""MSDNet (placeholder until the MSDNet module lands)."""
+"""MSDNet (Huang et al., ICLR 2018) with the module tree of the official PyTorch release.
+
+Users hold checkpoints trained with kalviny/MSDNet-PyTorch (and with IMTA and
+L2W-DEN, which reuse its backbone), so our ``state_dict`` keys and shapes
+equal the official ones: ``blocks.<b>.<layer>...`` and
+``classifier.<b>.m...`` / ``classifier.<b>.linear``. Official checkpoints are
+saved from ``DataParallel`` with a ``module.`` prefix, which
+``load_checkpoint`` strips. tests/fixtures/msdnet_*_keys.json hold the
+official key/shape lists.
+
+Configurations follow the official ``args.py`` defaults and README commands:
+bottleneck on, reduction 0.5, prune "max"; CIFAR: 16 initial channels, growth
+rate 6, grFactor/bnFactor 1-2-4 (three scales); ImageNet: 32 channels, growth
+16, factors 1-2-4-4 (four scales), stem 7x7/2 conv with bias + max pool.
+Normalisation is that of the official ``dataloader.py``.
+
+``iter_exits`` runs block b and then classifier b; nothing of block b+1 runs
+before exit b is yielded, which is what real early exit does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from eebench.zoo.base import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, MultiExitModel
+from eebench.zoo.registry import register_model
+
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4824, 0.4467), (0.2471, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
+
+
+class ConvBasic(nn.Module):
+    """conv (no bias) - BN - ReLU, kept under ``net`` as in the official keys."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConvBN(nn.Module):
+    """Optional 1x1 bottleneck, then a 3x3 conv that keeps (normal) or halves (down) the size."""
+
+    def __init__(self, c_in: int, c_out: int, down: bool, bottleneck: bool, bn_width: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        inner = c_in
+        if bottleneck:
+            inner = min(c_in, bn_width * c_out)
+            layers += [nn.Conv2d(c_in, inner, 1, 1, 0, bias=False), nn.BatchNorm2d(inner), nn.ReLU(True)]
+        layers += [
+            nn.Conv2d(inner, c_out, 3, 2 if down else 1, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(True),
+        ]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConvNormal(nn.Module):
+    """Dense growth at the finest kept scale: concat(x, conv(x))."""
+
+    def __init__(self, c_in: int, c_out: int, bottleneck: bool, bn_width: int):
+        super().__init__()
+        self.conv_normal = ConvBN(c_in, c_out, False, bottleneck, bn_width)
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([x[0], self.conv_normal(x[0])], dim=1)
+
+
+class ConvDownNormal(nn.Module):
+    """Dense growth at a coarser scale from the finer scale (strided) and the same scale."""
+
+    def __init__(self, c_fine: int, c_same: int, c_out: int, bottleneck: bool, bw_fine: int, bw_same: int):
+        super().__init__()
+        self.conv_down = ConvBN(c_fine, c_out // 2, True, bottleneck, bw_fine)
+        self.conv_normal = ConvBN(c_same, c_out // 2, False, bottleneck, bw_same)
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([x[1], self.conv_down(x[0]), self.conv_normal(x[1])], dim=1)
+
+
+class FirstLayer(nn.Module):
+    """The stem: one feature map per scale, each from the previous one."""
+
+    def __init__(self, c_in: int, channels: int, gr_factor: Sequence[int], imagenet: bool):
+        super().__init__()
+        self.layers = nn.ModuleList()
+        c0 = channels * gr_factor[0]
+        if imagenet:
+            self.layers.append(
+                nn.Sequential(
+                    nn.Conv2d(c_in, c0, 7, 2, 3),
+                    nn.BatchNorm2d(c0),
+                    nn.ReLU(inplace=True),
+                    nn.MaxPool2d(3, 2, 1),
+                )
+            )
+        else:
+            self.layers.append(ConvBasic(c_in, c0, 3, 1, 1))
+        prev = c0
+        for g in gr_factor[1:]:
+            self.layers.append(ConvBasic(prev, channels * g, 3, 2, 1))
+            prev = channels * g
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for layer in self.layers:
+            x = layer(x)
+            out.append(x)
+        return out
+
+
+class MSDLayer(nn.Module):
+    """One multi-scale dense layer; drops the finest scales when ``out_scales < in_scales``."""
+
+    def __init__(self, c_in: int, growth: int, cfg: dict[str, Any], in_scales: int, out_scales: int):
+        super().__init__()
+        n = len(cfg["gr_factor"])
+        gr, bn, bott = cfg["gr_factor"], cfg["bn_factor"], cfg["bottleneck"]
+        self.discard = in_scales - out_scales
+        self.out_scales = out_scales
+        offset = n - out_scales
+        self.layers = nn.ModuleList()
+        if self.discard > 0:
+            self.layers.append(
+                ConvDownNormal(c_in * gr[offset - 1], c_in * gr[offset], growth * gr[offset], bott,
+                               bn[offset - 1], bn[offset])
+            )
+        else:
+            self.layers.append(ConvNormal(c_in * gr[offset], growth * gr[offset], bott, bn[offset]))
+        for s in range(offset + 1, n):
+            self.layers.append(
+                ConvDownNormal(c_in * gr[s - 1], c_in * gr[s], growth * gr[s], bott, bn[s - 1], bn[s])
+            )
+
+    def forward(self, x: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.discard > 0:
+            pairs = [[x[s - 1], x[s]] for s in range(1, self.out_scales + 1)]
+        else:
+            pairs = [[x[0]]] + [[x[s - 1], x[s]] for s in range(1, self.out_scales)]
+        return [layer(p) for layer, p in zip(self.layers, pairs)]
+
+
+class ParallelModule(nn.Module):
+    """One module per scale (the transition layers' 1x1 convolutions), stored under ``m``."""
+
+    def __init__(self, modules: Sequence[nn.Module]):
+        super().__init__()
+        self.m = nn.ModuleList(modules)
+
+    def forward(self, x: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [m(t) for m, t in zip(self.m, x)]
+
+
+class ClassifierModule(nn.Module):
+    """Two strided 3x3 ConvBasic layers and 2x2 average pooling on the coarsest scale, then linear."""
+
+    def __init__(self, c_in: int, width: int, num_classes: int):
+        super().__init__()
+        self.m = nn.Sequential(
+            ConvBasic(c_in, width, 3, 2, 1), ConvBasic(width, width, 3, 2, 1), nn.AvgPool2d(2)
+        )
+        self.linear = nn.Linear(width, num_classes)
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        return self.linear(torch.flatten(self.m(x[-1]), 1))
+
+
+class MSDNet(MultiExitModel):
+    """Multi-scale dense network: one classifier after each of ``n_blocks`` blocks."""
+
+    def __init__(
+        self,
+        n_blocks: int,
+        step_mode: str,
+        step: int,
+        base: int,
+        channels: int,
+        growth_rate: int,
+        gr_factor: Sequence[int],
+        bn_factor: Sequence[int],
+        num_classes: int,
+        imagenet: bool,
+        bottleneck: bool = True,
+        reduction: float = 0.5,
+        prune: str = "max",
+        name: str = "",
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        if step_mode not in ("even", "lin_grow"):
+            raise ValueError(f"step_mode must be 'even' or 'lin_grow', got {step_mode!r}")
+        if prune not in ("max", "min"):
+            raise ValueError(f"prune must be 'max' or 'min', got {prune!r}")
+        if len(gr_factor) != len(bn_factor):
+            raise ValueError("gr_factor and bn_factor need one entry per scale")
+        cfg = {"gr_factor": list(gr_factor), "bn_factor": list(bn_factor), "bottleneck": bottleneck}
+        n_scales = len(gr_factor)
+        steps = [base] + [step if step_mode == "even" else step * i + 1 for i in range(1, n_blocks)]
+        total = sum(steps)
+        self.blocks = nn.ModuleList()
+        self.classifier = nn.ModuleList()
+        c = channels
+        done = 0
+        for b in range(n_blocks):
+            layers: list[nn.Module] = [FirstLayer(3, channels, gr_factor, imagenet)] if b == 0 else []
+            for _ in range(steps[b]):
+                done += 1
+                if prune == "max":
+                    interval = math.ceil(total / n_scales)
+                    in_s = n_scales - math.floor(max(0, done - 2) / interval)
+                    out_s = n_scales - math.floor((done - 1) / interval)
+                else:
+                    in_s = min(n_scales, total - done + 2)
+                    out_s = min(n_scales, total - done + 1)
+                layers.append(MSDLayer(c, growth_rate, cfg, in_s, out_s))
+                c += growth_rate
+                transition = reduction > 0 and (
+                    (prune == "max" and in_s > out_s)
+                    or (prune == "min" and done in (math.floor(total / 3), math.floor(2 * total / 3)))
+                )
+                if transition:
+                    c_new = math.floor(reduction * c)
+                    off = n_scales - out_s
+                    layers.append(
+                        ParallelModule(
+                            [ConvBasic(c * gr_factor[off + i], c_new * gr_factor[off + i], 1, 1, 0)
+                             for i in range(out_s)]
+                        )
+                    )
+                    c = c_new
+            self.blocks.append(nn.Sequential(*layers))
+            c_last = c * gr_factor[-1]
+            width = c_last if imagenet else 128
+            self.classifier.append(ClassifierModule(c_last, width, num_classes))
+        self._init_weights()
+        self.exits = [f"block{b + 1}" for b in range(n_blocks)]
+        size = 224 if imagenet else 32
+        self.config = ModelConfig(
+            name=name,
+            num_classes=num_classes,
+            input_size=(3, size, size),
+            mean=tuple(mean),
+            std=tuple(std),
+            interpolation="bilinear",
+            crop_pct=0.875 if imagenet else 1.0,
+            arch={
+                "n_blocks": n_blocks, "step_mode": step_mode, "step": step, "base": base,
+                "channels": channels, "growth_rate": growth_rate, "gr_factor": list(gr_factor),
+                "bn_factor": list(bn_factor), "bottleneck": bottleneck, "reduction": reduction,
+                "prune": prune, "imagenet": imagenet,
+            },
+            checkpoint_note="keys equal kalviny/MSDNet-PyTorch's MSDNet; a DataParallel "
+            "'module.' prefix is stripped",
+        )
+
+    def _init_weights(self) -> None:
+        # The official initialisation: He-normal convolutions (fan-out), BN to identity, zero biases.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def iter_exits(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        feats: Any = x
+        for k, (block, head) in enumerate(zip(self.blocks, self.classifier)):
+            feats = block(feats)
+            yield k, head(feats)
+
+
+def _cifar(name: str, anytime: bool, num_classes: int, **overrides: Any) -> MSDNet:
+    if anytime:
+        kw: dict[str, Any] = dict(n_blocks=7, step_mode="even", step=2, base=4)
+    else:
+        kw = dict(n_blocks=5, step_mode="lin_grow", step=1, base=1)
+    mean, std = (CIFAR100_MEAN, CIFAR100_STD) if name.startswith("msdnet_cifar100") else (CIFAR10_MEAN, CIFAR10_STD)
+    kw.update(channels=16, growth_rate=6, gr_factor=(1, 2, 4), bn_factor=(1, 2, 4),
+              num_classes=num_classes, imagenet=False, name=name, mean=mean, std=std)
+    kw.update(overrides)
+    return MSDNet(**kw)
+
+
+def _imagenet(name: str, step: int, num_classes: int, **overrides: Any) -> MSDNet:
+    kw: dict[str, Any] = dict(
+        n_blocks=5, step_mode="even", step=step, base=step, channels=32, growth_rate=16,
+        gr_factor=(1, 2, 4, 4), bn_factor=(1, 2, 4, 4), num_classes=num_classes, imagenet=True,
+        name=name,
+    )
+    kw.update(overrides)
+    return MSDNet(**kw)
+
+
+@register_model
+def msdnet_cifar100_anytime(num_classes: int = 100, **overrides: Any) -> MSDNet:
+    """CIFAR anytime setting: 7 blocks, even steps of 2, base 4."""
+    return _cifar("msdnet_cifar100_anytime", True, num_classes, **overrides)
+
+
+@register_model
+def msdnet_cifar100_budget(num_classes: int = 100, **overrides: Any) -> MSDNet:
+    """CIFAR budgeted setting: 5 blocks, lin_grow, step 1, base 1."""
+    return _cifar("msdnet_cifar100_budget", False, num_classes, **overrides)
+
+
+@register_model
+def msdnet_cifar10_anytime(num_classes: int = 10, **overrides: Any) -> MSDNet:
+    """CIFAR-10 anytime setting (as the CIFAR-100 one, 10 classes)."""
+    return _cifar("msdnet_cifar10_anytime", True, num_classes, **overrides)
+
+
+@register_model
+def msdnet_cifar10_budget(num_classes: int = 10, **overrides: Any) -> MSDNet:
+    """CIFAR-10 budgeted setting (as the CIFAR-100 one, 10 classes)."""
+    return _cifar("msdnet_cifar10_budget", False, num_classes, **overrides)
+
+
+@register_model
+def msdnet_imagenet_step4(num_classes: int = 1000, **overrides: Any) -> MSDNet:
+    """ImageNet, 5 blocks, step = base = 4."""
+    return _imagenet("msdnet_imagenet_step4", 4, num_classes, **overrides)
+
+
+@register_model
+def msdnet_imagenet_step6(num_classes: int = 1000, **overrides: Any) -> MSDNet:
+    """ImageNet, 5 blocks, step = base = 6."""
+    return _imagenet("msdnet_imagenet_step6", 6, num_classes, **overrides)
+
+
+@register_model
+def msdnet_imagenet_step7(num_classes: int = 1000, **overrides: Any) -> MSDNet:
+    """ImageNet, 5 blocks, step = base = 7."""
+    return _imagenet("msdnet_imagenet_step7", 7, num_classes, **overrides)
