@@ -1,0 +1,366 @@
+"""Per-exit cumulative cost of a multi-exit model, the x axis of every curve.
+
+Budgeted-batch results are only comparable when every model's exits are
+priced the same way, and the papers disagree on how: fvcore misses fused
+attention, hook counters miss everything outside their known modules, and
+a trace that returns only the last logits drops the earlier heads. So the
+cost of exit k is counted on ``TruncatedModel(model, k)``, which runs the
+model up to exit k and returns every logit so far: earlier heads stay in the
+count, later stages never run. The counting rule is a named *convention*,
+recorded with the numbers, and an independent tool (ptflops) re-counts the
+same runs so that a counting bug shows up as a disagreement.
+
+This module imports torch only inside ``count_costs``, so that code which
+merely reads or prints costs starts fast.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import nn
+
+    from eebench.zoo.base import MultiExitModel
+
+CONVENTIONS: dict[str, str] = {
+    "fvcore": (
+        "fvcore.nn.FlopCountAnalysis on a JIT trace: one fused multiply-add counts as one "
+        "(MACs, the papers' 'FLOPs'). Every module output is kept alive in the trace, so "
+        "work done before exit k counts even when only later exits read it. Convolutions "
+        "and linear layers count their weight MACs without bias; batch norm counts 2 ops "
+        "per element (1 without affine); layer and group norm 2, instance norm 1 per input "
+        "element; adaptive average pooling 1 per input element; bilinear upsampling 4 per "
+        "output element. Added to fvcore: fused attention "
+        "(aten::scaled_dot_product_attention) counts its two matrix products "
+        "B*heads*Lq*Lk*(d_qk + d_v), and aten::baddbmm counts as the batched matmul it "
+        "contains, exactly what fvcore counts when attention is written with explicit "
+        "matmuls (the published DeiT-S 4.61 G); PyTorch's fused MultiheadAttention fast "
+        "path is switched off while counting so that its projections and products are seen. "
+        "Elementwise operations (add, mul, activations, softmax), max/average pooling with "
+        "a window, mean reductions and concatenation are not counted, by fvcore's "
+        "convention; the operators skipped on each model are listed in the notes."
+    ),
+    "msdnet": (
+        "The rules of MSDNet's op_counter.py (also used by RANet, IMTA and L2W), applied with "
+        "forward hooks on leaf modules, each time a module runs: Conv2d counts "
+        "Cin*Cout*kh*kw*Hout*Wout/groups (no bias); Linear counts its weights plus biases per "
+        "row (in*out + out); ReLU 1 per element; AvgPool2d and MaxPool2d kh*kw per output "
+        "element; AdaptiveAvgPool2d 1 per input element; batch norm, dropout, identity and "
+        "flatten nothing. Other leaf modules (GELU, LayerNorm, ...) and matrix products "
+        "computed functionally outside those modules (attention, F.linear) count nothing "
+        "and are listed in the notes."
+    ),
+}
+
+
+@dataclass
+class CountResult:
+    """What one counter reports for one truncated run: MACs and what it could not count."""
+
+    macs: float
+    notes: list[str] = field(default_factory=list)
+
+
+_CHECK_NOTE = (
+    "ptflops (ATen backend) counts convolutions and matrix products only, with biases; "
+    "fused attention counts as its two matrix products, baddbmm as its batched matmul"
+)
+
+
+@dataclass
+class ExitCosts:
+    """Cumulative MACs and parameters of each exit of one model, in execution order.
+
+    ``macs[k]`` and ``params[k]`` include everything that ran before exit k,
+    the heads of the earlier exits included, because a sample that leaves at
+    exit k has paid for them. ``params`` counts each parameter of every module
+    that ran once, however often the module ran.
+    """
+
+    model: str
+    exit_names: list[str]
+    macs: list[float]
+    params: list[int]
+    convention: str
+    input_size: tuple[int, int, int]
+    check_macs: list[float] | None = None
+    check_tool: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.exit_names)
+        if len(self.macs) != n or len(self.params) != n:
+            raise ValueError(
+                f"ExitCosts for {self.model!r}: {n} exit names but {len(self.macs)} MAC "
+                f"counts and {len(self.params)} parameter counts; give one of each per exit"
+            )
+        if self.check_macs is not None and len(self.check_macs) != n:
+            raise ValueError(
+                f"ExitCosts for {self.model!r}: {len(self.check_macs)} cross-check counts "
+                f"for {n} exits"
+            )
+
+    def rel_diff(self) -> list[float] | None:
+        """(check - macs) / macs per exit, or None without a cross-check."""
+        if self.check_macs is None:
+            return None
+        return [
+            (c - m) / m if m else (0.0 if c == m else math.inf)
+            for c, m in zip(self.check_macs, self.macs)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExitCosts:
+        d = dict(d)
+        d["input_size"] = tuple(d["input_size"])
+        return cls(**d)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per exit: exit, exit_name, gmacs, mparams, check_gmacs, rel_diff."""
+        import pandas as pd
+
+        n = len(self.exit_names)
+        rel = self.rel_diff()
+        return pd.DataFrame(
+            {
+                "exit": list(range(n)),
+                "exit_name": list(self.exit_names),
+                "gmacs": [m / 1e9 for m in self.macs],
+                "mparams": [p / 1e6 for p in self.params],
+                "check_gmacs": (
+                    [c / 1e9 for c in self.check_macs]
+                    if self.check_macs is not None
+                    else [math.nan] * n
+                ),
+                "rel_diff": rel if rel is not None else [math.nan] * n,
+            }
+        )
+
+
+def format_costs_table(costs: ExitCosts) -> str:
+    """A plain-text table for the terminal: one line per exit, then the notes."""
+    big = max(costs.macs, default=0.0) >= 1e9
+    unit, scale, digits = ("GMACs", 1e9, 3) if big else ("MMACs", 1e6, 2)
+    c, h, w = costs.input_size
+    lines = [
+        f"{costs.model}  input {c}x{h}x{w}  convention {costs.convention}  "
+        "(MACs per image, cumulative, earlier heads included)"
+    ]
+    header = ["exit", "name", unit, "params (M)"]
+    rel = costs.rel_diff()
+    if costs.check_macs is not None:
+        header += [f"check {unit}", "check diff"]
+    rows = []
+    for k, name in enumerate(costs.exit_names):
+        row = [str(k), name, f"{costs.macs[k] / scale:.{digits}f}", f"{costs.params[k] / 1e6:.2f}"]
+        if costs.check_macs is not None and rel is not None:
+            row += [f"{costs.check_macs[k] / scale:.{digits}f}", f"{100 * rel[k]:+.2f}%"]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(r: list[str]) -> str:
+        cells = [r[0].rjust(widths[0]), r[1].ljust(widths[1])]
+        cells += [x.rjust(wd) for x, wd in zip(r[2:], widths[2:])]
+        return "  ".join(cells).rstrip()
+
+    lines.append(fmt(header))
+    lines.append("  ".join("-" * wd for wd in widths))
+    lines.extend(fmt(r) for r in rows)
+    if costs.check_tool:
+        lines.append(f"check: {costs.check_tool}")
+    lines.extend(f"note: {n}" for n in costs.notes)
+    return "\n".join(lines)
+
+
+def _resolve_input_size(
+    model: MultiExitModel, input_size: tuple[int, ...] | list[int] | int | None
+) -> tuple[int, int, int]:
+    config_size = tuple(getattr(getattr(model, "config", None), "input_size", (3, 224, 224)))
+    if input_size is None:
+        size = config_size
+    elif isinstance(input_size, int) and not isinstance(input_size, bool):
+        size = (int(config_size[0]), input_size, input_size)
+    elif isinstance(input_size, tuple | list) and len(input_size) in (2, 3):
+        size = tuple(input_size)
+        if len(size) == 2:
+            size = (int(config_size[0]), *size)
+    else:
+        raise ValueError(
+            f"input_size must be (channels, height, width), (height, width), one int for a "
+            f"square image, or None for the model's config.input_size; got {input_size!r}"
+        )
+    if len(size) != 3 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ValueError(f"input_size must be three positive integers, got {size!r}")
+    return size  # type: ignore[return-value]
+
+
+def _check_convention(convention: str) -> None:
+    if convention not in CONVENTIONS:
+        raise ValueError(
+            f"unknown cost convention {convention!r}; known conventions: "
+            f"{', '.join(sorted(CONVENTIONS))}"
+        )
+
+
+def _ran_modules_tracker(root: nn.Module) -> tuple[set[int], list[Any]]:
+    """Forward hooks that record which modules ran; returns (ids, handles)."""
+    ran: set[int] = set()
+    handles = [m.register_forward_hook(lambda mod, i, o: ran.add(id(mod))) for m in root.modules()]
+    return ran, handles
+
+
+def _params_of_ran_modules(root: nn.Module, ran: set[int]) -> int:
+    """Parameters owned by the modules that ran, each parameter once.
+
+    A module's own (non-recursive) parameters are counted when it ran; its
+    children are counted on their own. A submodule invoked through
+    ``.forward()`` or another method instead of a call fires no hook and is
+    missed, as fvcore misses it too. nn.MultiheadAttention uses its
+    ``out_proj`` weights without calling ``out_proj``, so all of its parameters
+    count when it ran.
+    """
+    from torch import nn
+
+    seen: set[int] = set()
+    total = 0
+    for m in root.modules():
+        if id(m) not in ran:
+            continue
+        params = (
+            m.parameters(recurse=True)
+            if isinstance(m, nn.MultiheadAttention)
+            else m.parameters(recurse=False)
+        )
+        for p in params:
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+    return total
+
+
+def count_costs(
+    model: MultiExitModel,
+    input_size: tuple[int, int, int] | int | None = None,
+    convention: str = "fvcore",
+    cross_check: bool = True,
+) -> ExitCosts:
+    """Count cumulative MACs and parameters of every exit of ``model``.
+
+    Each exit k is counted on ``TruncatedModel(model, k)`` with a batch of
+    one zero image of ``input_size`` (default: ``model.config.input_size``;
+    an int means a square image), in eval mode under ``torch.no_grad``.
+    ``convention`` names the counting rules (see ``CONVENTIONS``);
+    ``cross_check`` re-counts each run with ptflops' ATen backend (a failure
+    there is recorded in ``notes``, never raised). The model's training mode
+    is restored afterwards.
+    """
+    _check_convention(convention)
+    import torch
+
+    from eebench.zoo.base import MultiExitModel, TruncatedModel
+
+    if not isinstance(model, MultiExitModel):
+        raise TypeError(
+            f"count_costs needs a MultiExitModel (eebench.zoo), got {type(model).__name__}; "
+            "create one with eebench.zoo.create_model"
+        )
+    exits = list(model.exits)
+    if not exits:
+        raise ValueError(f"{type(model).__name__} declares no exits; nothing to count")
+    size = _resolve_input_size(model, input_size)
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    name = getattr(getattr(model, "config", None), "name", type(model).__name__)
+
+    if convention == "fvcore":
+        from eebench.costs.fvcore_counter import count_fvcore as counter
+    else:
+        from eebench.costs.msdnet_counter import count_msdnet as counter
+
+    macs: list[float] = []
+    params: list[int] = []
+    check: list[float] | None = [] if cross_check else None
+    check_tool: str | None = None
+    notes: dict[str, None] = {}  # ordered set
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _mha_fastpath_disabled():
+            for k in range(len(exits)):
+                truncated = TruncatedModel(model, k)
+                x = torch.zeros((1, *size), dtype=dtype, device=device)
+                ran, handles = _ran_modules_tracker(truncated)
+                try:
+                    result = counter(truncated, x)
+                except Exception as exc:
+                    raise RuntimeError(
+                        f"counting exit {k} ({exits[k]!r}) of {name} at input "
+                        f"{'x'.join(map(str, size))} under the {convention} convention failed: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                finally:
+                    for h in handles:
+                        h.remove()
+                # The model itself runs through iter_exits, never its __call__, so no hook
+                # fires for it; its own parameters (position embeddings, ...) still count.
+                ran.add(id(model))
+                macs.append(float(result.macs))
+                params.append(_params_of_ran_modules(truncated, ran))
+                if k == len(exits) - 1:  # the last run contains every earlier one
+                    notes.update(dict.fromkeys(result.notes))
+                if check is not None:
+                    from eebench.costs.ptflops_check import count_ptflops
+
+                    value, tool, err = count_ptflops(TruncatedModel(model, k), size, x)
+                    check_tool = tool
+                    if value is None:
+                        notes[f"cross-check disabled: {err}"] = None
+                        check = None
+                    else:
+                        check.append(float(value))
+    finally:
+        model.train(was_training)
+    if check is not None:
+        notes[f"cross-check: {_CHECK_NOTE}"] = None
+    return ExitCosts(
+        model=name,
+        exit_names=exits,
+        macs=macs,
+        params=params,
+        convention=convention,
+        input_size=size,
+        check_macs=check,
+        check_tool=check_tool if check is not None else None,
+        notes=list(notes),
+    )
+
+
+class _mha_fastpath_disabled:
+    """Switch off nn.MultiheadAttention's fused fast path while counting.
+
+    The fast path runs the whole attention block as one ATen kernel
+    (``_native_multi_head_attention``) that no counter sees into; the regular
+    path runs its projections and products as ordinary, countable ops.
+    """
+
+    def __enter__(self) -> None:
+        import torch
+
+        self._mha = getattr(torch.backends, "mha", None)
+        if self._mha is not None:
+            self._was = self._mha.get_fastpath_enabled()
+            self._mha.set_fastpath_enabled(False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._mha is not None:
+            self._mha.set_fastpath_enabled(self._was)
