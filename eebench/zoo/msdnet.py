@@ -1,21 +1,31 @@
 """MSDNet (Huang et al., ICLR 2018) with the module tree of the official PyTorch release.
 
 Users hold checkpoints trained with kalviny/MSDNet-PyTorch (and with IMTA and
-L2W-DEN, which reuse its backbone), so our ``state_dict`` keys and shapes
-equal the official ones: ``blocks.<b>.<layer>...`` and
+L2W-DEN, which reuse its backbone), so our ``state_dict`` keys, shapes and key
+order equal the official ones: ``blocks.<b>.<layer>...`` and
 ``classifier.<b>.m...`` / ``classifier.<b>.linear``. Official checkpoints are
 saved from ``DataParallel`` with a ``module.`` prefix, which
-``load_checkpoint`` strips. tests/fixtures/msdnet_*_keys.json hold the
-official key/shape lists.
+``load_checkpoint`` strips. tests/fixtures/msdnet_*_keys.json hold the key and
+shape lists of the official model class, and msdnet_official_logits.json the
+official model's logits for seeded weights, which our forward reproduces.
 
-Configurations follow the official ``args.py`` defaults and README commands:
-bottleneck on, reduction 0.5, prune "max"; CIFAR: 16 initial channels, growth
-rate 6, grFactor/bnFactor 1-2-4 (three scales); ImageNet: 32 channels, growth
-16, factors 1-2-4-4 (four scales), stem 7x7/2 conv with bias + max pool.
-Normalisation is that of the official ``dataloader.py``.
+Configurations are those of the official README commands on top of the
+``args.py`` defaults (bottleneck on, reduction 0.5, prune "max", growth rate
+6, factors 1-2-4): CIFAR anytime 7 blocks / even / step 2 / base 4; CIFAR
+budgeted 5 blocks / lin_grow / step 1 / base 1; both with 16 initial channels
+(``args.py`` defaults to 32; the README passes 16) and growth rate 6 (the
+README relies on the default). ImageNet: 5 blocks, even, step = base = 4, 6 or
+7, 32 channels, growth 16, factors 1-2-4-4 (four scales), a 7x7/2 stem
+convolution *with* bias followed by a 3x3/2 max pool. CIFAR heads are 128
+channels wide, ImageNet heads as wide as their input. The official code fixes
+the class count by data set (10/100/1000); ``num_classes`` here changes only
+the ``linear`` layers. Normalisation is that of the official
+``dataloader.py``; ImageNet evaluation is Resize(256) + CenterCrop(224).
 
 ``iter_exits`` runs block b and then classifier b; nothing of block b+1 runs
-before exit b is yielded, which is what real early exit does.
+before exit b is yielded, which is what real early exit does. The official
+model's ``forward`` has the same order, which is why the cumulative costs its
+``op_counter.py`` records at each classifier include every earlier head.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from torch import nn
 from eebench.zoo.base import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, MultiExitModel
 from eebench.zoo.registry import register_model
 
+# The official dataloader.py's values (they differ slightly from eebench.zoo.base.CIFAR_MEAN).
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4824, 0.4467), (0.2471, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
@@ -58,11 +69,15 @@ class ConvBN(nn.Module):
         inner = c_in
         if bottleneck:
             inner = min(c_in, bn_width * c_out)
-            layers += [nn.Conv2d(c_in, inner, 1, 1, 0, bias=False), nn.BatchNorm2d(inner), nn.ReLU(True)]
+            layers += [
+                nn.Conv2d(c_in, inner, 1, 1, 0, bias=False),
+                nn.BatchNorm2d(inner),
+                nn.ReLU(inplace=True),
+            ]
         layers += [
             nn.Conv2d(inner, c_out, 3, 2 if down else 1, 1, bias=False),
             nn.BatchNorm2d(c_out),
-            nn.ReLU(True),
+            nn.ReLU(inplace=True),
         ]
         self.net = nn.Sequential(*layers)
 
@@ -82,9 +97,11 @@ class ConvNormal(nn.Module):
 
 
 class ConvDownNormal(nn.Module):
-    """Dense growth at a coarser scale from the finer scale (strided) and the same scale."""
+    """Dense growth at a coarser scale: concat(same, strided conv(finer), conv(same))."""
 
-    def __init__(self, c_fine: int, c_same: int, c_out: int, bottleneck: bool, bw_fine: int, bw_same: int):
+    def __init__(
+        self, c_fine: int, c_same: int, c_out: int, bottleneck: bool, bw_fine: int, bw_same: int
+    ):
         super().__init__()
         self.conv_down = ConvBN(c_fine, c_out // 2, True, bottleneck, bw_fine)
         self.conv_normal = ConvBN(c_same, c_out // 2, False, bottleneck, bw_same)
@@ -94,7 +111,7 @@ class ConvDownNormal(nn.Module):
 
 
 class FirstLayer(nn.Module):
-    """The stem: one feature map per scale, each from the previous one."""
+    """The stem: one feature map per scale, each computed from the previous one."""
 
     def __init__(self, c_in: int, channels: int, gr_factor: Sequence[int], imagenet: bool):
         super().__init__()
@@ -103,7 +120,7 @@ class FirstLayer(nn.Module):
         if imagenet:
             self.layers.append(
                 nn.Sequential(
-                    nn.Conv2d(c_in, c0, 7, 2, 3),
+                    nn.Conv2d(c_in, c0, 7, 2, 3),  # the official stem conv keeps its bias
                     nn.BatchNorm2d(c0),
                     nn.ReLU(inplace=True),
                     nn.MaxPool2d(3, 2, 1),
@@ -127,24 +144,34 @@ class FirstLayer(nn.Module):
 class MSDLayer(nn.Module):
     """One multi-scale dense layer; drops the finest scales when ``out_scales < in_scales``."""
 
-    def __init__(self, c_in: int, growth: int, cfg: dict[str, Any], in_scales: int, out_scales: int):
+    def __init__(
+        self, c_in: int, growth: int, cfg: dict[str, Any], in_scales: int, out_scales: int
+    ):
         super().__init__()
         n = len(cfg["gr_factor"])
         gr, bn, bott = cfg["gr_factor"], cfg["bn_factor"], cfg["bottleneck"]
         self.discard = in_scales - out_scales
         self.out_scales = out_scales
-        offset = n - out_scales
+        first = n - out_scales  # index of the finest scale this layer still produces
         self.layers = nn.ModuleList()
         if self.discard > 0:
             self.layers.append(
-                ConvDownNormal(c_in * gr[offset - 1], c_in * gr[offset], growth * gr[offset], bott,
-                               bn[offset - 1], bn[offset])
+                ConvDownNormal(
+                    c_in * gr[first - 1],
+                    c_in * gr[first],
+                    growth * gr[first],
+                    bott,
+                    bn[first - 1],
+                    bn[first],
+                )
             )
         else:
-            self.layers.append(ConvNormal(c_in * gr[offset], growth * gr[offset], bott, bn[offset]))
-        for s in range(offset + 1, n):
+            self.layers.append(ConvNormal(c_in * gr[first], growth * gr[first], bott, bn[first]))
+        for s in range(first + 1, n):
             self.layers.append(
-                ConvDownNormal(c_in * gr[s - 1], c_in * gr[s], growth * gr[s], bott, bn[s - 1], bn[s])
+                ConvDownNormal(
+                    c_in * gr[s - 1], c_in * gr[s], growth * gr[s], bott, bn[s - 1], bn[s]
+                )
             )
 
     def forward(self, x: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -177,7 +204,20 @@ class ClassifierModule(nn.Module):
         self.linear = nn.Linear(width, num_classes)
 
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
-        return self.linear(torch.flatten(self.m(x[-1]), 1))
+        feats = torch.flatten(self.m(x[-1]), 1)
+        if feats.shape[1] != self.linear.in_features:
+            raise ValueError(
+                f"an exit head expects {self.linear.in_features} pooled features but got "
+                f"{feats.shape[1]} from a {tuple(x[-1].shape[-2:])} coarsest-scale map; feed "
+                "images of the model's config.input_size (32x32 for the CIFAR models, 224x224 "
+                "for the ImageNet ones)"
+            )
+        return self.linear(feats)
+
+
+def layer_steps(n_blocks: int, step_mode: str, step: int, base: int) -> list[int]:
+    """Layers per block: ``base`` first, then ``step`` (even) or ``step * b + 1`` (lin_grow)."""
+    return [base] + [step if step_mode == "even" else step * b + 1 for b in range(1, n_blocks)]
 
 
 class MSDNet(MultiExitModel):
@@ -203,44 +243,47 @@ class MSDNet(MultiExitModel):
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
-        if step_mode not in ("even", "lin_grow"):
-            raise ValueError(f"step_mode must be 'even' or 'lin_grow', got {step_mode!r}")
-        if prune not in ("max", "min"):
-            raise ValueError(f"prune must be 'max' or 'min', got {prune!r}")
-        if len(gr_factor) != len(bn_factor):
-            raise ValueError("gr_factor and bn_factor need one entry per scale")
+        _check_args(n_blocks, step_mode, step, base, gr_factor, bn_factor, num_classes, prune)
         cfg = {"gr_factor": list(gr_factor), "bn_factor": list(bn_factor), "bottleneck": bottleneck}
         n_scales = len(gr_factor)
-        steps = [base] + [step if step_mode == "even" else step * i + 1 for i in range(1, n_blocks)]
+        steps = layer_steps(n_blocks, step_mode, step, base)
         total = sum(steps)
         self.blocks = nn.ModuleList()
         self.classifier = nn.ModuleList()
         c = channels
         done = 0
         for b in range(n_blocks):
-            layers: list[nn.Module] = [FirstLayer(3, channels, gr_factor, imagenet)] if b == 0 else []
+            layers: list[nn.Module] = []
+            if b == 0:
+                layers.append(FirstLayer(3, channels, gr_factor, imagenet))
             for _ in range(steps[b]):
                 done += 1
                 if prune == "max":
+                    # Scales are dropped finest first, evenly over the network's depth.
                     interval = math.ceil(total / n_scales)
                     in_s = n_scales - math.floor(max(0, done - 2) / interval)
                     out_s = n_scales - math.floor((done - 1) / interval)
                 else:
+                    # Keep every scale as long as the remaining depth can still use it.
                     in_s = min(n_scales, total - done + 2)
                     out_s = min(n_scales, total - done + 1)
                 layers.append(MSDLayer(c, growth_rate, cfg, in_s, out_s))
                 c += growth_rate
-                transition = reduction > 0 and (
-                    (prune == "max" and in_s > out_s)
-                    or (prune == "min" and done in (math.floor(total / 3), math.floor(2 * total / 3)))
-                )
-                if transition:
+                if prune == "max":
+                    transition = in_s > out_s
+                else:
+                    transition = done in (math.floor(total / 3), math.floor(2 * total / 3))
+                if transition and reduction > 0:
                     c_new = math.floor(reduction * c)
-                    off = n_scales - out_s
+                    first = n_scales - out_s
                     layers.append(
                         ParallelModule(
-                            [ConvBasic(c * gr_factor[off + i], c_new * gr_factor[off + i], 1, 1, 0)
-                             for i in range(out_s)]
+                            [
+                                ConvBasic(
+                                    c * gr_factor[first + i], c_new * gr_factor[first + i], 1, 1, 0
+                                )
+                                for i in range(out_s)
+                            ]
                         )
                     )
                     c = c_new
@@ -260,13 +303,21 @@ class MSDNet(MultiExitModel):
             interpolation="bilinear",
             crop_pct=0.875 if imagenet else 1.0,
             arch={
-                "n_blocks": n_blocks, "step_mode": step_mode, "step": step, "base": base,
-                "channels": channels, "growth_rate": growth_rate, "gr_factor": list(gr_factor),
-                "bn_factor": list(bn_factor), "bottleneck": bottleneck, "reduction": reduction,
-                "prune": prune, "imagenet": imagenet,
+                "n_blocks": n_blocks,
+                "step_mode": step_mode,
+                "step": step,
+                "base": base,
+                "channels": channels,
+                "growth_rate": growth_rate,
+                "gr_factor": list(gr_factor),
+                "bn_factor": list(bn_factor),
+                "bottleneck": bottleneck,
+                "reduction": reduction,
+                "prune": prune,
+                "imagenet": imagenet,
             },
-            checkpoint_note="keys equal kalviny/MSDNet-PyTorch's MSDNet; a DataParallel "
-            "'module.' prefix is stripped",
+            checkpoint_note="keys equal kalviny/MSDNet-PyTorch's MSDNet (models/msdnet.py); "
+            "a DataParallel 'module.' prefix is stripped",
         )
 
     def _init_weights(self) -> None:
@@ -282,10 +333,43 @@ class MSDNet(MultiExitModel):
                 nn.init.zeros_(m.bias)
 
     def iter_exits(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"{self.config.name or 'MSDNet'} takes RGB image batches of shape (N, 3, H, W), "
+                f"got {tuple(x.shape)}; input size is {self.config.input_size}"
+            )
         feats: Any = x
         for k, (block, head) in enumerate(zip(self.blocks, self.classifier)):
             feats = block(feats)
             yield k, head(feats)
+
+
+def _check_args(
+    n_blocks: int,
+    step_mode: str,
+    step: int,
+    base: int,
+    gr_factor: Sequence[int],
+    bn_factor: Sequence[int],
+    num_classes: int,
+    prune: str,
+) -> None:
+    if step_mode not in ("even", "lin_grow"):
+        raise ValueError(f"step_mode must be 'even' or 'lin_grow', got {step_mode!r}")
+    if prune not in ("max", "min"):
+        raise ValueError(f"prune must be 'max' or 'min', got {prune!r}")
+    if n_blocks < 1 or base < 1 or step < (1 if step_mode == "even" else 0):
+        raise ValueError(
+            f"need n_blocks >= 1, base >= 1 and step >= 1 ('even') or >= 0 ('lin_grow'); "
+            f"got n_blocks={n_blocks}, base={base}, step={step}"
+        )
+    if len(gr_factor) < 1 or len(gr_factor) != len(bn_factor):
+        raise ValueError(
+            f"gr_factor and bn_factor need one entry per scale, got {list(gr_factor)} and "
+            f"{list(bn_factor)}"
+        )
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
 
 
 def _cifar(name: str, anytime: bool, num_classes: int, **overrides: Any) -> MSDNet:
@@ -293,18 +377,40 @@ def _cifar(name: str, anytime: bool, num_classes: int, **overrides: Any) -> MSDN
         kw: dict[str, Any] = dict(n_blocks=7, step_mode="even", step=2, base=4)
     else:
         kw = dict(n_blocks=5, step_mode="lin_grow", step=1, base=1)
-    mean, std = (CIFAR100_MEAN, CIFAR100_STD) if name.startswith("msdnet_cifar100") else (CIFAR10_MEAN, CIFAR10_STD)
-    kw.update(channels=16, growth_rate=6, gr_factor=(1, 2, 4), bn_factor=(1, 2, 4),
-              num_classes=num_classes, imagenet=False, name=name, mean=mean, std=std)
+    if name.startswith("msdnet_cifar100"):
+        mean, std = CIFAR100_MEAN, CIFAR100_STD
+    else:
+        mean, std = CIFAR10_MEAN, CIFAR10_STD
+    kw.update(
+        channels=16,
+        growth_rate=6,
+        gr_factor=(1, 2, 4),
+        bn_factor=(1, 2, 4),
+        num_classes=num_classes,
+        imagenet=False,
+        name=name,
+        mean=mean,
+        std=std,
+    )
     kw.update(overrides)
     return MSDNet(**kw)
 
 
 def _imagenet(name: str, step: int, num_classes: int, **overrides: Any) -> MSDNet:
     kw: dict[str, Any] = dict(
-        n_blocks=5, step_mode="even", step=step, base=step, channels=32, growth_rate=16,
-        gr_factor=(1, 2, 4, 4), bn_factor=(1, 2, 4, 4), num_classes=num_classes, imagenet=True,
+        n_blocks=5,
+        step_mode="even",
+        step=step,
+        base=step,
+        channels=32,
+        growth_rate=16,
+        gr_factor=(1, 2, 4, 4),
+        bn_factor=(1, 2, 4, 4),
+        num_classes=num_classes,
+        imagenet=True,
         name=name,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
     )
     kw.update(overrides)
     return MSDNet(**kw)
@@ -312,31 +418,31 @@ def _imagenet(name: str, step: int, num_classes: int, **overrides: Any) -> MSDNe
 
 @register_model
 def msdnet_cifar100_anytime(num_classes: int = 100, **overrides: Any) -> MSDNet:
-    """CIFAR anytime setting: 7 blocks, even steps of 2, base 4."""
+    """CIFAR anytime setting: 7 blocks, even steps of 2, base 4 (official README)."""
     return _cifar("msdnet_cifar100_anytime", True, num_classes, **overrides)
 
 
 @register_model
 def msdnet_cifar100_budget(num_classes: int = 100, **overrides: Any) -> MSDNet:
-    """CIFAR budgeted setting: 5 blocks, lin_grow, step 1, base 1."""
+    """CIFAR budgeted-batch setting: 5 blocks, lin_grow, step 1, base 1 (official README)."""
     return _cifar("msdnet_cifar100_budget", False, num_classes, **overrides)
 
 
 @register_model
 def msdnet_cifar10_anytime(num_classes: int = 10, **overrides: Any) -> MSDNet:
-    """CIFAR-10 anytime setting (as the CIFAR-100 one, 10 classes)."""
+    """CIFAR-10 anytime setting (as the CIFAR-100 one, 10 classes, CIFAR-10 normalisation)."""
     return _cifar("msdnet_cifar10_anytime", True, num_classes, **overrides)
 
 
 @register_model
 def msdnet_cifar10_budget(num_classes: int = 10, **overrides: Any) -> MSDNet:
-    """CIFAR-10 budgeted setting (as the CIFAR-100 one, 10 classes)."""
+    """CIFAR-10 budgeted setting (as the CIFAR-100 one, 10 classes, CIFAR-10 normalisation)."""
     return _cifar("msdnet_cifar10_budget", False, num_classes, **overrides)
 
 
 @register_model
 def msdnet_imagenet_step4(num_classes: int = 1000, **overrides: Any) -> MSDNet:
-    """ImageNet, 5 blocks, step = base = 4."""
+    """ImageNet, 5 blocks, step = base = 4 (the README's pre-trained model)."""
     return _imagenet("msdnet_imagenet_step4", 4, num_classes, **overrides)
 
 
