@@ -1,0 +1,73 @@
+"""Data sets (embedded digits; CIFAR, image folders and arrays from disk) and seeded splits.
+
+This package root stays light: listing data sets and computing splits must
+not import torch (``eebench data list``, ``sweep`` and the suite validator
+start in well under a second). Everything that needs torch is imported on
+first use through the module ``__getattr__`` below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from eebench.data.registry import UnknownDatasetError, list_datasets, register_dataset
+from eebench.data.splits import (
+    DEFAULT_FRACTIONS,
+    DEFAULT_VAL_SIZE,
+    SplitError,
+    check_disjoint,
+    complement,
+    index_sha256,
+    load_index_file,
+    make_split_indices,
+    seeded_split,
+)
+
+_LAZY = {
+    "ImageDataset": "eebench.data.base",
+    "InMemoryImageDataset": "eebench.data.base",
+    "SplitView": "eebench.data.base",
+    "NamedTransform": "eebench.data.base",
+    "create_dataset": "eebench.data.base",
+    "split_dataset": "eebench.data.base",
+    "eval_transform": "eebench.data.transforms",
+    "train_transform": "eebench.data.transforms",
+    "TensorTransform": "eebench.data.transforms",
+    "FileEvalTransform": "eebench.data.transforms",
+    "TrainTransform": "eebench.data.transforms",
+    "digits": "eebench.data.digits",
+    "cifar10": "eebench.data.cifar",
+    "cifar100": "eebench.data.cifar",
+    "image_folder": "eebench.data.folder",
+    "imagenet": "eebench.data.folder",
+    "arrays": "eebench.data.arrays",
+}
+
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "DEFAULT_VAL_SIZE",
+    "SplitError",
+    "UnknownDatasetError",
+    "check_disjoint",
+    "complement",
+    "index_sha256",
+    "list_datasets",
+    "load_index_file",
+    "make_split_indices",
+    "register_dataset",
+    "seeded_split",
+    *sorted(_LAZY),
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'eebench.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

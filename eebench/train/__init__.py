@@ -1,0 +1,35 @@
+"""A small multi-exit trainer for the embedded and small data sets (CPU is enough).
+
+Imported lazily (torch loads on first use), so that importing ``eebench.train``
+to reach a name costs nothing until training starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_NAMES = (
+    "TrainResult",
+    "evaluate_exits",
+    "load_trained",
+    "multi_exit_loss",
+    "predict_exits",
+    "read_checkpoint",
+    "train_multi_exit",
+    "train_on_dataset",
+)
+
+__all__ = list(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module("eebench.train.trainer"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'eebench.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES))
