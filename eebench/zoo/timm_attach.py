@@ -5,7 +5,7 @@ has published an early-exit version of. timm already knows where each
 backbone's stages end (``feature_info``); we walk its feature extractor module
 by module, so ``iter_exits`` really stops after the stage that feeds exit k.
 Only backbones whose feature extractor is a plain module sequence (most CNNs:
-ResNet, RegNet, MobileNet, EfficientNet, ConvNeXt, ...) can be walked this
+ResNet, ResNeXt, RegNet, ConvNeXt, ...) can be walked this
 way; others fail with a clear message.
 
 Every exit, the last included, is a head of ours (``linear``: global average
@@ -110,7 +110,7 @@ class TimmAttachedExits(MultiExitModel):
             raise ValueError(
                 f"timm builds {timm_name}'s feature extractor as {type(self.backbone).__name__}, "
                 "which cannot be stopped stage by stage; choose a CNN backbone "
-                "(resnet*, regnet*, mobilenetv3*, efficientnet*, convnext*, ...)"
+                "(resnet*, resnext*, regnet*, convnext*, ...)"
             )
         channels = self.backbone.feature_info.channels()
         self.return_layers = list(self.backbone.return_layers)  # module names, in order
