@@ -13,8 +13,6 @@ torch is imported inside the functions only: importing this module stays cheap.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -28,6 +26,7 @@ from eebench.store.logitstore import (
     EntryExistsError,
     LogitStore,
     StoreError,
+    atomic_file,
     cast_logits,
     check_logit_dtype,
     identity_key,
@@ -71,16 +70,8 @@ def read_chunk(
 
 
 def _write_chunk(path: Path, logits: np.ndarray, labels: np.ndarray, span: tuple[int, int]) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, logits=logits, labels=labels, span=np.asarray(span, dtype=np.int64))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path) as f:
+        np.savez(f, logits=logits, labels=labels, span=np.asarray(span, dtype=np.int64))
 
 
 def _prepare_workdir(work: Path, job: dict[str, Any]) -> None:
@@ -98,9 +89,8 @@ def _prepare_workdir(work: Path, job: dict[str, Any]) -> None:
     if old != job:
         for chunk in work.glob("chunk_*.npz"):
             chunk.unlink()
-        tmp = work / f"{JOB_FILE}.tmp-{secrets.token_hex(4)}"
-        tmp.write_text(json.dumps(job, indent=2), encoding="utf-8")
-        os.replace(tmp, job_path)
+        with atomic_file(job_path, "w") as f:
+            json.dump(job, f, indent=2)
 
 
 def _labels_to_numpy(y: Any) -> np.ndarray:

@@ -12,7 +12,6 @@ torch is imported only to read ``.pth`` files.
 from __future__ import annotations
 
 import os
-import secrets
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from eebench.store.logitset import KINDS, LogitSet
-from eebench.store.logitstore import LogitStore, StoreError, file_sha256
+from eebench.store.logitstore import LogitStore, StoreError, atomic_file, file_sha256
 
 LAYOUTS = ("auto", "knc", "nkc")
 
@@ -318,21 +317,15 @@ def export_npz(store: LogitStore, ref: str, path: str | os.PathLike[str]) -> Pat
     if out.is_dir():
         raise StoreError(f"{out} is a folder; give a file path such as {out / 'logits.npz'}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                logits=np.ascontiguousarray(np.swapaxes(np.asarray(ls.logits), 0, 1)),
-                labels=ls.labels,
-                costs=ls.costs,
-                ids=ls.ids,
-                exit_names=np.asarray(ls.exit_names, dtype=str),
-                kind=np.asarray(ls.kind),
-                layout=np.asarray("knc"),
-            )
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(out) as f:
+        np.savez(
+            f,
+            logits=np.ascontiguousarray(np.swapaxes(np.asarray(ls.logits), 0, 1)),
+            labels=ls.labels,
+            costs=ls.costs,
+            ids=ls.ids,
+            exit_names=np.asarray(ls.exit_names, dtype=str),
+            kind=np.asarray(ls.kind),
+            layout=np.asarray("knc"),
+        )
     return out

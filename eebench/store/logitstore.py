@@ -15,6 +15,7 @@ Only numpy and the standard library are imported here: the ``store`` and
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import difflib
 import errno
@@ -27,11 +28,11 @@ import re
 import secrets
 import shutil
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -279,19 +280,27 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary file and ``os.replace``: readers see old or new, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary sibling of ``path`` for writing; on success fsync it and
+    ``os.replace`` it onto ``path``, on failure remove it. Readers see the old file or the
+    new one, never half of one; a killed writer leaves only a ``*.tmp-*`` file."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=_json_default)
-            f.write("\n")
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with atomic_file(path, "w") as f:
+        json.dump(obj, f, indent=2, default=_json_default)
+        f.write("\n")
 
 
 def _json_default(obj: Any) -> Any:
