@@ -23,15 +23,19 @@ if TYPE_CHECKING:
     from eebench.store.logitset import LogitSet
 
 
-class OraclePolicy(BasePolicy):
-    """First correct exit, else the last (uses the labels of the set it is applied to)."""
+class _UnlearnedPolicy(BasePolicy):
+    """A policy that learns nothing from validation but the number of exits it must see."""
 
-    name = "oracle"
-
-    def fit(self, val: LogitSet) -> OraclePolicy:
+    def fit(self, val: LogitSet) -> _UnlearnedPolicy:
         check_logitset(val, "the validation set")
         self.num_exits_ = val.num_exits
         return self
+
+
+class OraclePolicy(_UnlearnedPolicy):
+    """First correct exit, else the last (uses the labels of the set it is applied to)."""
+
+    name = "oracle"
 
     def apply(self, ls: LogitSet) -> list[OperatingPoint]:
         self._check_fitted(ls)
@@ -41,15 +45,10 @@ class OraclePolicy(BasePolicy):
         return [OperatingPoint(float("nan"), np.full(k, np.nan), exits, "oracle")]
 
 
-class StaticPolicy(BasePolicy):
+class StaticPolicy(_UnlearnedPolicy):
     """One operating point per exit k: every sample exits at k."""
 
     name = "static"
-
-    def fit(self, val: LogitSet) -> StaticPolicy:
-        check_logitset(val, "the validation set")
-        self.num_exits_ = val.num_exits
-        return self
 
     def apply(self, ls: LogitSet) -> list[OperatingPoint]:
         self._check_fitted(ls)
