@@ -174,6 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         lr=args.lr,
         optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
         batch_size=args.batch_size,
         distill_alpha=args.distill_alpha,
         seed=args.seed,
@@ -310,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=int, default=10)
     sp.add_argument("--lr", type=float, default=0.1)
     sp.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    sp.add_argument("--weight-decay", type=float, default=1e-4)
     sp.add_argument("--batch-size", type=int, default=64)
     sp.add_argument("--distill-alpha", type=float, default=None)
     sp.add_argument("--seed", type=int, default=0)
