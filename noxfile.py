@@ -7,7 +7,12 @@ download several GB of torch each time.
 
 from __future__ import annotations
 
+import sys
+
 import nox
+
+# The interpreter nox runs under: the project's environment (see the module docstring).
+PY = sys.executable
 
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "tests"]
@@ -16,22 +21,22 @@ nox.options.sessions = ["lint", "tests"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (what CI runs)."""
-    session.run("python", "-m", "pytest", "-q", *session.posargs)
+    session.run(PY, "-m", "pytest", "-q", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff over the whole project."""
-    session.run("ruff", "check", ".")
+    session.run(PY, "-m", "ruff", "check", ".")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Speed benchmarks; each prints the times it measured and their ratio, in one run."""
-    session.run("python", "benchmarks/bench_solvers.py", *session.posargs)
+    session.run(PY, "benchmarks/bench_solvers.py", *session.posargs)
 
 
 @nox.session
 def figures(session: nox.Session) -> None:
     """Run the quickstart suite and rebuild its report (figures and tables)."""
-    session.run("eebench", "run", "suites/quickstart.toml")
+    session.run(PY, "-m", "eebench.cli", "run", "suites/quickstart.toml")
