@@ -144,7 +144,6 @@ SUITE = Table(
             table=Table(
                 {
                     "title": Field(str, default=None),
-                    "published": Field(list, default=list, items=str, doc="published sources to overlay"),
                 }
             ),
         ),
