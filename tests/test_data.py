@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shared_data import SHARED_DATA
 
 from eebench.data import (
     DEFAULT_FRACTIONS,
@@ -31,10 +32,7 @@ from eebench.data import (
 from eebench.data.base import InMemoryImageDataset
 from eebench.zoo.base import ModelConfig
 
-SHARED = Path(
-    os.environ.get("EEBENCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
-CIFAR_NPZ = SHARED / "cifar10-test-jpeg.npz"
+CIFAR_NPZ = SHARED_DATA / "cifar10-test-jpeg.npz"
 
 
 @pytest.fixture(scope="module")

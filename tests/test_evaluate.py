@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from shared_data import SHARED_DATA
 
 from eebench.data.splits import SplitError
 from eebench.evaluate import (
@@ -37,13 +37,8 @@ from eebench.policies import reference as ref
 from eebench.store.logitset import LogitSet
 
 
-def _data_dir() -> Path:
-    env = os.environ.get("EEBENCH_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def _cifar() -> LogitSet:
-    path = _data_dir() / "logits" / "cnn6exit-cifar10.npz"
+    path = SHARED_DATA / "logits" / "cnn6exit-cifar10.npz"
     if not path.is_file():
         pytest.skip(f"shared test data {path} is absent")
     z = np.load(path)

@@ -4,12 +4,12 @@ solvers, baselines, calibration and registries."""
 from __future__ import annotations
 
 import math
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import SHARED_DATA
 
 from eebench.data.splits import seeded_split
 from eebench.policies import (
@@ -40,11 +40,6 @@ from eebench.policies.scores import max_probability, negative_entropy, top2_marg
 from eebench.store.logitset import LogitSet
 
 
-def _data_dir() -> Path:
-    env = os.environ.get("EEBENCH_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def _load_npz(path: Path, costs: np.ndarray) -> LogitSet:
     """Minimal private loader: (K, N, C) or (N, K, C) logits + labels."""
     z = np.load(path)
@@ -60,7 +55,7 @@ FILES = {"cifar": ("cnn6exit-cifar10.npz", 6), "mnist": ("smallcnn3exit-mnist.np
 @pytest.fixture(scope="module", params=sorted(FILES))
 def split(request: pytest.FixtureRequest) -> tuple[str, LogitSet, LogitSet]:
     name, k = FILES[request.param]
-    path = _data_dir() / "logits" / name
+    path = SHARED_DATA / "logits" / name
     if not path.is_file():
         pytest.skip(f"shared test data {path} is absent")
     ls = _load_npz(path, np.arange(1, k + 1, dtype=np.float64))

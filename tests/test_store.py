@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shared_data import SHARED_DATA
 from torch import nn
 
 from eebench.store import (
@@ -39,12 +40,6 @@ from eebench.zoo.base import ModelConfig, MultiExitModel
 from eebench.zoo.checkpoint import state_dict_sha256
 
 TESTS_DIR = Path(__file__).resolve().parent
-
-
-def shared_data() -> Path:
-    env = os.environ.get("EEBENCH_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 # ---------------------------------------------------------------- fixtures
 
@@ -464,7 +459,7 @@ def test_extract_resumes_after_sigkill(tmp_path) -> None:
 
 
 def test_import_cnn6exit_npz_and_export_round_trip(tmp_path) -> None:
-    path = shared_data() / "logits" / "cnn6exit-cifar10.npz"
+    path = SHARED_DATA / "logits" / "cnn6exit-cifar10.npz"
     if not path.is_file():
         pytest.skip(f"shared test data not found at {path}")
     store = LogitStore(tmp_path / "s")
