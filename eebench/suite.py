@@ -271,7 +271,8 @@ def _prepare_model(m: dict[str, Any], suite: dict[str, Any], views: dict[str, An
             load_checkpoint(model, m["checkpoint"])
             return model, {"weights": "checkpoint", "path": m["checkpoint"]}
         return model, {"weights": "random initialisation (no checkpoint, no train recipe)"}
-    data_identity = {k: views["train"].describe()[k] for k in ("name", "params", "index_sha256")}
+    train_desc = views["train"].describe()
+    data_identity = {k: train_desc[k] for k in ("name", "params", "index_sha256")}
     path = _weights_path(store_root, m, overrides, data_identity)
     if path.is_file():
         return load_trained(path), {"weights": "trained (cached)", "path": str(path)}
