@@ -269,7 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("costs", "per-exit cumulative MACs and parameters of a model", cmd_costs)
     sp.add_argument("name", nargs="?", help="registered model name (eebench zoo list)")
     sp.add_argument("--input-size", type=_input_size, help="S, HxW or CxHxW (default: the model's)")
-    sp.add_argument("--convention", default="fvcore", help="counting convention: fvcore (default) or msdnet")
+    sp.add_argument(
+        "--convention",
+        default=None,
+        help="counting convention: fvcore or msdnet (default: the one the model's paper used)",
+    )
     sp.add_argument("--overrides", help='model overrides as JSON, e.g. \'{"num_classes": 10}\'')
     sp.add_argument("--no-check", action="store_true", help="skip the ptflops cross-check")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")

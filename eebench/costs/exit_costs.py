@@ -250,7 +250,7 @@ def _params_of_ran_modules(root: nn.Module, ran: set[int]) -> int:
 def count_costs(
     model: MultiExitModel,
     input_size: tuple[int, int, int] | int | None = None,
-    convention: str = "fvcore",
+    convention: str | None = None,
     cross_check: bool = True,
 ) -> ExitCosts:
     """Count cumulative MACs and parameters of every exit of ``model``.
@@ -258,12 +258,12 @@ def count_costs(
     Each exit k is counted on ``TruncatedModel(model, k)`` with a batch of
     one zero image of ``input_size`` (default: ``model.config.input_size``;
     an int means a square image), in eval mode under ``torch.no_grad``.
-    ``convention`` names the counting rules (see ``CONVENTIONS``);
+    ``convention`` names the counting rules (see ``CONVENTIONS``; default: the
+    model's ``config.cost_convention``, the one its paper used);
     ``cross_check`` re-counts each run with ptflops' ATen backend (a failure
     there is recorded in ``notes``, never raised). The model's training mode
     is restored afterwards.
     """
-    _check_convention(convention)
     import torch
 
     from eebench.zoo.base import MultiExitModel, TruncatedModel
@@ -273,6 +273,9 @@ def count_costs(
             f"count_costs needs a MultiExitModel (eebench.zoo), got {type(model).__name__}; "
             "create one with eebench.zoo.create_model"
         )
+    if convention is None:
+        convention = getattr(getattr(model, "config", None), "cost_convention", "fvcore")
+    _check_convention(convention)
     exits = list(model.exits)
     if not exits:
         raise ValueError(f"{type(model).__name__} declares no exits; nothing to count")

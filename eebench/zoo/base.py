@@ -28,7 +28,9 @@ class ModelConfig:
 
     ``arch`` holds the constructor arguments that determine the architecture
     (they enter the logit store's identity); ``checkpoint_note`` says how an
-    official checkpoint maps onto this module.
+    official checkpoint maps onto this module; ``cost_convention`` names the
+    counting rules its paper's published costs follow (``eebench.costs.CONVENTIONS``),
+    the default of ``count_costs`` for this model.
     """
 
     name: str
@@ -40,6 +42,7 @@ class ModelConfig:
     crop_pct: float = 0.875
     arch: dict[str, Any] = field(default_factory=dict)
     checkpoint_note: str = ""
+    cost_convention: str = "fvcore"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

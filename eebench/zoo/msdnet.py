@@ -318,6 +318,7 @@ class MSDNet(MultiExitModel):
             },
             checkpoint_note="keys equal kalviny/MSDNet-PyTorch's MSDNet (models/msdnet.py); "
             "a DataParallel 'module.' prefix is stripped",
+            cost_convention="msdnet",
         )
 
     def _init_weights(self) -> None:
