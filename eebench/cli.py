@@ -74,8 +74,10 @@ def cmd_costs(args: argparse.Namespace) -> int:
         for name, text in CONVENTIONS.items():
             print(f"{name}: {text}\n")
         return 0
+    if args.all:
+        return _costs_all(args)
     if not args.name:
-        print("eebench costs: give a model name (see `eebench zoo list`)", file=sys.stderr)
+        print("eebench costs: give a model name or --all (see `eebench zoo list`)", file=sys.stderr)
         return 2
     model = create_model(args.name, **overrides)
     costs = count_costs(
@@ -86,6 +88,99 @@ def cmd_costs(args: argparse.Namespace) -> int:
     else:
         print(format_costs_table(costs))
     return 0
+
+
+def _costs_all(args: argparse.Namespace) -> int:
+    from eebench.costs.zoo_table import zoo_cost_table
+
+    table = zoo_cost_table(convention=args.convention)
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False)
+    if args.json:
+        print(table.to_json(orient="records", indent=2))
+    else:
+        _print_frame(table.drop(columns=["overrides"]), floatfmt=".4f")
+    if args.csv:
+        print(f"{len(table)} rows written to {args.csv}")
+    return 0
+
+
+# ---------------------------------------------------------------- verify
+
+
+def cmd_verify_costs(args: argparse.Namespace) -> int:
+    from eebench.verify import COST_TOLERANCES, DEFAULT_COST_TOLERANCE, verify_costs
+
+    result = verify_costs(
+        sources=args.source or None, models=args.model or None, tolerance=args.tolerance,
+        root=args.published_dir,
+    )
+    shown = result.drop(columns=["citation"]).copy()
+    shown["rel_diff"] = [f"{100 * v:+.2f}%" if v == v else "—" for v in result["rel_diff"]]
+    shown["tolerance"] = [f"{100 * v:g}%" for v in result["tolerance"]]
+    _print_frame(shown, floatfmt=".4f")
+    if args.tolerance is None:
+        tols = ", ".join(f"{k} {100 * v:g}%" for k, v in COST_TOLERANCES.items())
+        print(f"tolerances (relative): {tols}; other sources {100 * DEFAULT_COST_TOLERANCE:g}%")
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        result.to_csv(args.csv, index=False)
+        print(f"written to {args.csv}")
+    failed = result[result["status"] != "pass"]
+    if len(failed):
+        print(f"\n{len(failed)} of {len(result)} published costs FAILED:", file=sys.stderr)
+        for r in failed.itertuples():
+            print(f"  {r.source}: {r.zoo_model} {r.overrides} exit {r.exit:g} {r.quantity}: "
+                  f"published {r.published:g}, ours {r.ours:.4g} ({r.status}); {r.citation}",
+                  file=sys.stderr)
+        return 1
+    print(f"all {len(result)} published costs reproduced within tolerance")
+    return 0
+
+
+def cmd_verify_checkpoint(args: argparse.Namespace) -> int:
+    from eebench.verify import verify_checkpoint
+    from eebench.zoo.checkpoint import CheckpointMismatchError
+
+    overrides = json.loads(args.overrides) if args.overrides else {}
+    try:
+        info = verify_checkpoint(args.name, args.path, overrides)
+    except CheckpointMismatchError as exc:
+        print(f"eebench verify checkpoint: FAILED: {exc}", file=sys.stderr)
+        return 1
+    for k, v in info.items():
+        print(f"{k}: {v}")
+    return 0
+
+
+def cmd_verify_accuracy(args: argparse.Namespace) -> int:
+    from eebench.verify import MissingInputsError, verify_accuracy
+
+    checkpoints = dict(_key_value(kv) for kv in args.checkpoint or [])
+    try:
+        result = verify_accuracy(
+            args.suite, data_root=args.data_root, checkpoints=checkpoints,
+            tolerance=args.tolerance, store_root=args.store,
+        )
+    except MissingInputsError as exc:
+        print(f"eebench verify accuracy: {exc}", file=sys.stderr)
+        return 3
+    _print_frame(result.drop(columns=["citation"]), floatfmt=".2f")
+    failed = result[result["status"] != "pass"]
+    if len(failed):
+        print(f"{len(failed)} of {len(result)} published accuracies not reproduced within "
+              f"{args.tolerance:g} points", file=sys.stderr)
+        return 1
+    print(f"all {len(result)} published accuracies reproduced within {args.tolerance:g} points")
+    return 0
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ValueError(f"expected NAME=PATH, got {text!r}")
+    k, v = text.split("=", 1)
+    return k, v
 
 
 # ---------------------------------------------------------------- store
@@ -229,8 +324,45 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from eebench.report import build_report
 
-    index = build_report(args.results_dir, args.out)
+    published = None
+    if args.published:
+        from eebench.report.published import load_published, select_published
+
+        published = select_published(load_published(args.published), dataset=args.published_dataset,
+                                     settings=("anytime", "budgeted"))
+    index = build_report(args.results_dir, args.out, published=published)
     print(f"report: {index}")
+    return 0
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from eebench.report.ablation import (
+        ablation_from_curves,
+        ablation_from_published,
+        ablation_table,
+    )
+
+    variants = args.variants.split(",") if args.variants else None
+    if args.published:
+        from eebench.report.published import load_published
+
+        values = ablation_from_published(load_published([args.published]), args.published,
+                                         dataset=args.dataset)
+        title = f"Ablation published in {args.published}"
+    else:
+        from eebench.report import cost_scale, load_results
+
+        res = load_results(args.results)
+        if not args.budgets:
+            raise ValueError("give --budgets (costs in the results' unit, e.g. 1e9,2e9) with --results")
+        scale = cost_scale(res.meta["cost_unit"], res.curves["test_cost"])
+        values = ablation_from_curves(res.curves, args.budgets, scale, policy=args.policy,
+                                      variants=variants)
+        title = f"Ablation ({args.policy}), {res.meta.get('suite', '')}"
+    table = ablation_table(values, args.reference, variants=variants, title=title, stem=args.stem)
+    print(table.to_markdown())
+    md, tex = table.save(args.out)
+    print(f"written: {md} and {tex}")
     return 0
 
 
@@ -278,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-check", action="store_true", help="skip the ptflops cross-check")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sp.add_argument("--list-conventions", action="store_true", help="describe the counting conventions")
+    sp.add_argument("--all", action="store_true", help="every zoo model, one row per exit")
+    sp.add_argument("--csv", help="with --all: also write the table as CSV")
 
     store = sub.add_parser("store", help="inspect, verify, import and export cached logits",
                            description="The cached-logit store.")
@@ -344,6 +478,44 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("report", "rebuild a report from saved results (no model, no store)", cmd_report)
     sp.add_argument("results_dir", help="results/<suite>")
     sp.add_argument("--out", help="report folder (default: reports/<suite>)")
+    sp.add_argument("--published", type=lambda t: t.split(","),
+                    help="overlay these papers' numbers (keys of results/published, e.g. dvt,cfvit)")
+    sp.add_argument("--published-dataset", help="only published rows of this data set (e.g. imagenet)")
+
+    sp = add("ablation", "an ablation table (variants x budgets, deltas to a reference row)", cmd_ablation)
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--results", help="results/<suite> whose models are the variants")
+    src.add_argument("--published", help="a paper key of results/published with ablation rows")
+    sp.add_argument("--reference", required=True, help="the variant the others are compared with")
+    sp.add_argument("--variants", help="comma-separated variants, in order (default: all)")
+    sp.add_argument("--policy", default="confidence/geometric", help="policy whose curves are read")
+    sp.add_argument("--budgets", type=_floats, help="costs to read the curves at (results' unit)")
+    sp.add_argument("--dataset", help="published: rows of this data set only")
+    sp.add_argument("--stem", default="ablation", help="file name of the table (without suffix)")
+    sp.add_argument("--out", default=".", help="folder for the .md and .tex files")
+
+    vp = sub.add_parser("verify", help="check our numbers against the published ones",
+                        description="check our numbers against the published ones")
+    vsub = vp.add_subparsers(dest="what", required=True, metavar="WHAT")
+    sp = add("costs", "count every published per-exit cost and compare (no data, no weights)",
+             cmd_verify_costs, vsub)
+    sp.add_argument("--source", action="append", help="only this paper key (repeatable)")
+    sp.add_argument("--model", action="append", help="only this zoo model (repeatable)")
+    sp.add_argument("--tolerance", type=float, help="relative tolerance for every row (e.g. 0.02)")
+    sp.add_argument("--published-dir", help="folder of published CSVs (default: results/published)")
+    sp.add_argument("--csv", help="also write the comparison as CSV")
+    sp = add("checkpoint", "strict-load an official checkpoint into a zoo model", cmd_verify_checkpoint, vsub)
+    sp.add_argument("name", help="zoo model name")
+    sp.add_argument("path", help="checkpoint file")
+    sp.add_argument("--overrides", help="model overrides as JSON")
+    sp = add("accuracy", "reproduce published per-exit top-1 with official checkpoints",
+             cmd_verify_accuracy, vsub)
+    sp.add_argument("suite", help="accuracy suite, e.g. suites/verify_imagenet.toml")
+    sp.add_argument("--data-root", help="data set folder (overrides the suite's data.params.root)")
+    sp.add_argument("--checkpoint", action="append", metavar="NAME=PATH",
+                    help="checkpoint of a suite model (repeatable)")
+    sp.add_argument("--tolerance", type=float, default=0.5, help="allowed |difference|, top-1 points")
+    store_opt(sp)
     return p
 
 

@@ -85,6 +85,22 @@ POLICY = Table(
     }
 )
 
+COST_UNITS = {"MACs": 1.0, "MMACs": 1e6, "GMACs": 1e9}
+
+LOGITS = Table(
+    {
+        "label": Field(str, required=True, doc="display name in figures and tables"),
+        "source": Field(str, required=True, doc=".npz file of logits and labels, or a store entry"),
+        "costs": Field(list, default=None, items=float,
+                       doc="cumulative cost per exit (required when the source has none)"),
+        "cost_unit": Field(str, default="MACs", check=one_of(list(COST_UNITS)),
+                           doc="unit of costs"),
+        "val_fraction": Field(float, default=0.5, doc="share of samples that fit the thresholds"),
+        "val_index": Field(str, default=None, doc=".npy of validation sample indices (the rest is test)"),
+        "seed": Field(int, default=0, doc="seed of the validation split"),
+    }
+)
+
 SUITE = Table(
     {
         "suite": Field(
@@ -101,7 +117,8 @@ SUITE = Table(
         ),
         "data": Field(
             dict,
-            required=True,
+            default=None,
+            doc="the data set (needed when the suite has [[models]])",
             table=Table(
                 {
                     "dataset": Field(str, required=True, doc="registered data set (eebench data list)"),
@@ -119,13 +136,17 @@ SUITE = Table(
             default=dict,
             table=Table(
                 {
-                    "convention": Field(str, default="fvcore", check=one_of(["fvcore", "msdnet"])),
+                    "convention": Field(
+                        str, default=None, check=one_of(["fvcore", "msdnet"]),
+                        doc="counting rules; default: each model's paper convention",
+                    ),
                     "cross_check": Field(bool, default=True),
                 }
             ),
         ),
-        "models": Field(list, required=True, table=MODEL, doc="[[models]] tables"),
-        "policies": Field(list, required=True, table=POLICY, doc="[[policies]] tables"),
+        "models": Field(list, default=list, table=MODEL, doc="[[models]] tables"),
+        "logits": Field(list, default=list, table=LOGITS, doc="[[logits]] tables: cached or imported logits"),
+        "policies": Field(list, default=list, table=POLICY, doc="[[policies]] tables"),
         "evaluate": Field(
             dict,
             default=dict,
@@ -144,6 +165,15 @@ SUITE = Table(
             table=Table(
                 {
                     "title": Field(str, default=None),
+                    "published": Field(
+                        list, default=None, items=str,
+                        doc="paper keys of results/published (or CSV paths) to draw beside ours",
+                    ),
+                    "published_dataset": Field(str, default=None, doc="keep published rows of this data set"),
+                    "published_models": Field(list, default=None, items=str,
+                                              doc="keep these published models (as the papers name them)"),
+                    "published_citation": Field(str, default=None,
+                                                doc="keep rows whose citation contains this, e.g. 'Table 5'"),
                 }
             ),
         ),
@@ -165,8 +195,11 @@ def model_label(m: dict[str, Any]) -> str:
     return m.get("label") or m["name"]
 
 
-def load_suite(path: str | Path) -> dict[str, Any]:
-    """Read and fully validate a suite file; returns it with defaults filled in."""
+def load_suite(path: str | Path, *, need_policies: bool = True) -> dict[str, Any]:
+    """Read and fully validate a suite file; returns it with defaults filled in.
+
+    ``need_policies=False`` accepts a suite without [[policies]] (an accuracy check
+    runs only the anytime protocol)."""
     path = Path(path)
     if not path.is_file():
         raise SuiteError(f"suite file {path} does not exist")
@@ -176,26 +209,40 @@ def load_suite(path: str | Path) -> dict[str, Any]:
         raise SuiteError(f"{path}: not valid TOML: {exc}") from None
     suite = validate_table(raw, SUITE, str(path), "")
     suite["suite"]["name"] = suite["suite"]["name"] or path.stem
-    _check_names(suite, str(path))
+    _check_names(suite, str(path), need_policies)
     return suite
 
 
-def _check_names(suite: dict[str, Any], where: str) -> None:
+def _check_names(suite: dict[str, Any], where: str, need_policies: bool = True) -> None:
     """Names that the schema cannot know: models, data sets, policy combinations."""
     from eebench.data import list_datasets
     from eebench.zoo.registry import close_matches, is_model
 
-    if suite["data"]["dataset"] not in list_datasets():
+    _expand_paths(suite)
+    if not (suite["models"] or suite["logits"] or suite["report"]["published"]):
         raise SuiteError(
-            f"{where}: data.dataset: unknown data set {suite['data']['dataset']!r}; "
-            f"known: {', '.join(list_datasets())}"
+            f"{where}: nothing to do: name [[models]] to run, [[logits]] to evaluate, or "
+            f"report.published papers to draw"
         )
     d = suite["data"]
-    if d["splits"] is None and d["val_index"] is None:
-        d["splits"] = {"train": 0.6, "val": 0.2, "test": 0.2}
-    if not suite["models"]:
-        raise SuiteError(f"{where}: models: name at least one [[models]] table")
+    if suite["models"] and d is None:
+        raise SuiteError(f"{where}: [[models]] need a [data] table naming the data set")
+    if d is not None:
+        if d["dataset"] not in list_datasets():
+            raise SuiteError(
+                f"{where}: data.dataset: unknown data set {d['dataset']!r}; "
+                f"known: {', '.join(list_datasets())}"
+            )
+        if d["splits"] is None and d["val_index"] is None:
+            d["splits"] = {"train": 0.6, "val": 0.2, "test": 0.2}
+    _check_published(suite, where)
     labels = set()
+    for i, lg in enumerate(suite["logits"]):
+        if not 0 < lg["val_fraction"] < 1:
+            raise SuiteError(f"{where}: logits[{i}].val_fraction must lie in (0, 1), got {lg['val_fraction']}")
+        if lg["label"] in labels:
+            raise SuiteError(f"{where}: logits[{i}]: label {lg['label']!r} is used twice")
+        labels.add(lg["label"])
     for i, m in enumerate(suite["models"]):
         if not is_model(m["name"]):
             hint = close_matches(m["name"])
@@ -209,7 +256,7 @@ def _check_names(suite: dict[str, Any], where: str) -> None:
         if lab in labels:
             raise SuiteError(f"{where}: models[{i}]: label {lab!r} is used twice; set label = ...")
         labels.add(lab)
-    if not suite["policies"]:
+    if need_policies and (suite["models"] or suite["logits"]) and not suite["policies"]:
         raise SuiteError(f"{where}: policies: name at least one [[policies]] table")
     plabels = [policy_label(p) for p in suite["policies"]]
     for i, p in enumerate(suite["policies"]):
@@ -224,6 +271,55 @@ def _check_names(suite: dict[str, Any], where: str) -> None:
                     f"{where}: policies[{i}].like must name a learned policy to copy exit fractions "
                     f"from ({', '.join(learned) or 'none in this suite'})"
                 )
+
+
+def _expand_paths(suite: dict[str, Any]) -> None:
+    """``${VAR}`` in paths (data root, index files, checkpoints, logit sources) comes from the
+    environment, so one suite file serves every machine; unset variables stay visible."""
+    import os
+
+    d = suite["data"]
+    if d is not None:
+        d["params"] = {k: os.path.expandvars(v) if isinstance(v, str) else v for k, v in d["params"].items()}
+        for k in ("val_index", "test_index"):
+            if d[k]:
+                d[k] = os.path.expandvars(d[k])
+    for m in suite["models"]:
+        if m["checkpoint"]:
+            m["checkpoint"] = os.path.expandvars(m["checkpoint"])
+    for lg in suite["logits"]:
+        lg["source"] = os.path.expandvars(lg["source"])
+
+
+def _check_published(suite: dict[str, Any], where: str) -> None:
+    """Load the named published sources now, so a typo fails before anything runs."""
+    r = suite["report"]
+    if not r["published"]:
+        if any(r[k] for k in ("published_dataset", "published_models", "published_citation")):
+            raise SuiteError(f"{where}: report.published_* filters need report.published = [...]")
+        return
+    from eebench.report.published import PublishedError
+
+    try:
+        published_rows(suite)
+    except (PublishedError, FileNotFoundError) as exc:
+        raise SuiteError(f"{where}: report.published: {exc}") from None
+
+
+def published_rows(suite: dict[str, Any]) -> Any:
+    """The published rows a suite's report draws (None when it names no papers)."""
+    from eebench.report.published import load_published, select_published
+
+    r = suite["report"]
+    if not r["published"]:
+        return None
+    return select_published(
+        load_published(r["published"]),
+        dataset=r["published_dataset"],
+        models=r["published_models"],
+        citation=r["published_citation"],
+        settings=("anytime", "budgeted"),
+    )
 
 
 @dataclass
@@ -365,20 +461,47 @@ def run_suite(
     results_dir = Path(results_root) / name
     reports_dir = Path(reports_root) / name
 
-    d = suite["data"]
-    full = create_dataset(d["dataset"], **d["params"])
-    index_files = {k: d[f"{k}_index"] for k in ("val", "test") if d[f"{k}_index"]}
-    views = split_dataset(full, seed=d["seed"], fractions=d["splits"] if not full.official_splits else None,
-                          index_files=index_files or None)
-    for split in ("val", "test"):
-        if split not in views:
-            raise SuiteError(f"{path}: the data rule gives splits {list(views)}; val and test are needed")
-    trained = [m for m in suite["models"] if m["train"]]
-    if trained and "train" not in views:
-        raise SuiteError(f"{path}: models {[model_label(m) for m in trained]} need a train split")
-
     anytime_rows, curve_rows, summary_rows, reliability_rows, cost_rows = [], [], [], [], []
     provenance: dict[str, Any] = {}
+
+    def evaluate(label: str, val: Any, test: Any) -> None:
+        """Anytime, reliability, every policy's curve and the summaries of one model."""
+        anytime = anytime_table(test, ece_bins=suite["evaluate"]["ece_bins"])
+        anytime.insert(0, "model", label)
+        anytime_rows.append(anytime)
+        reliability_rows.append(reliability_table(test, model=label, n_bins=suite["evaluate"]["ece_bins"]))
+        curves, fitted = [], {}
+        for plabel, policy in _policies_for(suite):
+            curve = budgeted_curve(policy, val, test)
+            curve["policy"] = plabel
+            curves.append(curve)
+            fitted[plabel] = policy
+        static = budgeted_curve(_static_policy(), val, test)
+        static["policy"] = "static"
+        curve = pd.concat([*curves, static], ignore_index=True)
+        learned = pd.concat(curves, ignore_index=True)
+        summary = summarize(
+            learned, anytime, n_boot=suite["evaluate"]["n_boot"], seed=suite["evaluate"]["seed"],
+            test=test, points=fitted, at_costs=suite["evaluate"]["budgets"],
+        )
+        curve.insert(0, "model", label)
+        summary.insert(0, "model", label)
+        curve_rows.append(curve)
+        summary_rows.append(summary)
+
+    if suite["models"]:
+        d = suite["data"]
+        full = create_dataset(d["dataset"], **d["params"])
+        index_files = {k: d[f"{k}_index"] for k in ("val", "test") if d[f"{k}_index"]}
+        views = split_dataset(full, seed=d["seed"], fractions=d["splits"] if not full.official_splits else None,
+                              index_files=index_files or None)
+        for split in ("val", "test"):
+            if split not in views:
+                raise SuiteError(f"{path}: the data rule gives splits {list(views)}; val and test are needed")
+        trained = [m for m in suite["models"] if m["train"]]
+        if trained and "train" not in views:
+            raise SuiteError(f"{path}: models {[model_label(m) for m in trained]} need a train split")
+
     for m in suite["models"]:
         label = model_label(m)
         model, weights = _prepare_model(m, suite, views, full.num_classes, store.root, progress)
@@ -415,39 +538,45 @@ def run_suite(
             )
             sets[split] = store.get(key)
         provenance[label] = {**weights, "model": m["name"], "weights_sha256": weights_sha,
+                             "cost_convention": costs.convention,
                              "val_entry": sets["val"].manifest.get("key"),
                              "test_entry": sets["test"].manifest.get("key")}
-        val, test = sets["val"], sets["test"]
-        anytime = anytime_table(test, ece_bins=suite["evaluate"]["ece_bins"])
-        anytime.insert(0, "model", label)
-        anytime_rows.append(anytime)
-        reliability_rows.append(reliability_table(test, model=label, n_bins=suite["evaluate"]["ece_bins"]))
+        evaluate(label, sets["val"], sets["test"])
 
-        curves, fitted = [], {}
-        for plabel, policy in _policies_for(suite):
-            curve = budgeted_curve(policy, val, test)
-            curve["policy"] = plabel
-            curves.append(curve)
-            fitted[plabel] = policy
-        static = budgeted_curve(_static_policy(), val, test)
-        static["policy"] = "static"
-        curve = pd.concat([*curves, static], ignore_index=True)
-        learned = pd.concat(curves, ignore_index=True)
-        summary = summarize(
-            learned, anytime, n_boot=suite["evaluate"]["n_boot"], seed=suite["evaluate"]["seed"],
-            test=test, points=fitted, at_costs=suite["evaluate"]["budgets"],
-        )
-        curve.insert(0, "model", label)
-        summary.insert(0, "model", label)
-        curve_rows.append(curve)
-        summary_rows.append(summary)
+    for lg in suite["logits"]:
+        ls, val, test = load_suite_logits(lg, store_root=store.root)
+        cost_rows.append(pd.DataFrame({
+            "model": lg["label"], "exit": range(ls.num_exits), "exit_name": list(ls.exit_names),
+            "gmacs": ls.costs / 1e9,
+        }))
+        provenance[lg["label"]] = {"logits": lg["source"], "val_samples": val.num_samples,
+                                   "test_samples": test.num_samples, "seed": lg["seed"],
+                                   "costs_given_in": lg["cost_unit"]}
+        evaluate(lg["label"], val, test)
+
+    from eebench.report.frames import (
+        ANYTIME_COLUMNS,
+        CURVE_COLUMNS,
+        RELIABILITY_REQUIRED,
+        SUMMARY_COLUMNS,
+    )
 
     results_dir.mkdir(parents=True, exist_ok=True)
-    pd.concat(anytime_rows, ignore_index=True).to_csv(results_dir / "anytime.csv", index=False)
-    pd.concat(curve_rows, ignore_index=True).to_csv(results_dir / "curves.csv", index=False)
-    pd.concat(summary_rows, ignore_index=True).to_csv(results_dir / "summary.csv", index=False)
-    pd.concat(reliability_rows, ignore_index=True).to_csv(results_dir / "reliability.csv", index=False)
-    pd.concat(cost_rows, ignore_index=True).to_csv(results_dir / "costs.csv", index=False)
+    for rows, file, cols in (
+        (anytime_rows, "anytime.csv", ANYTIME_COLUMNS),
+        (curve_rows, "curves.csv", CURVE_COLUMNS),
+        (summary_rows, "summary.csv", SUMMARY_COLUMNS),
+        (reliability_rows, "reliability.csv", RELIABILITY_REQUIRED),
+        (cost_rows, "costs.csv", ("model", "exit", "exit_name", "gmacs")),
+    ):
+        frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(cols))
+        frame.to_csv(results_dir / file, index=False)
+    published = published_rows(suite)
+    pub_file = results_dir / "published.csv"
+    if published is not None:
+        published.to_csv(pub_file, index=False)
+    elif pub_file.exists():
+        pub_file.unlink()  # a stale overlay from an earlier version of the suite
     (results_dir / "suite.resolved.json").write_text(json.dumps(suite, indent=2, default=str))
     from eebench.store.logitstore import package_versions
 
@@ -455,7 +584,8 @@ def run_suite(
         "suite": name,
         "title": suite["report"]["title"] or suite["suite"]["description"] or name,
         "cost_unit": "MACs",
-        "cost_convention": suite["costs"]["convention"],
+        "cost_convention": suite["costs"]["convention"] or "each model's paper convention",
+        "published": suite["report"]["published"],
         "command": command or " ".join(shlex.quote(a) for a in ["eebench", "run", str(path)]),
         "suite_file": str(path),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -468,6 +598,27 @@ def run_suite(
     (results_dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     index = build_report(results_dir, reports_dir)
     return SuiteOutput(results_dir=results_dir, report_index=Path(index))
+
+
+def load_suite_logits(lg: dict[str, Any], store_root: str | Path | None = None) -> tuple[Any, Any, Any]:
+    """A [[logits]] table's LogitSet (costs converted to MACs) and its (validation, test) split."""
+    from eebench.evaluate.sweep import load_source, split_logitset
+
+    factor = COST_UNITS[lg["cost_unit"]]
+    costs = [c * factor for c in lg["costs"]] if lg["costs"] is not None else None
+    ls = load_source(lg["source"], costs, store_root)
+    if costs is None:
+        if ls.costs is None:
+            raise SuiteError(
+                f"logits {lg['label']!r}: {lg['source']} holds no per-exit costs; give costs = [...]"
+            )
+        if factor != 1.0:
+            ls = load_source(ls, [c * factor for c in ls.costs])
+    if lg["val_index"]:
+        val, test = split_logitset(ls, val_index=lg["val_index"])
+    else:
+        val, test = split_logitset(ls, val_fraction=lg["val_fraction"], seed=lg["seed"])
+    return ls, val, test
 
 
 def _static_policy():  # noqa: ANN202

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_cifar import cifar_image, write_cifar10
 from shared_data import SHARED_DATA
 
 from eebench.data import (
@@ -178,36 +179,9 @@ def test_index_files_that_overlap_or_overflow_fail(tmp_path: Path, digits) -> No
 # ---------------------------------------------------------------- CIFAR pickles
 
 
-def _cifar_image(i: int) -> np.ndarray:
-    """A (32, 32, 3) uint8 image whose planes and pixels are all distinguishable."""
-    r = np.arange(32 * 32, dtype=np.int64).reshape(32, 32)
-    return np.stack([(r + i) % 256, (2 * r + 7 * i) % 256, (255 - r + i) % 256], -1).astype(
-        np.uint8
-    )
-
-
-def _write_batch(path: Path, ids: list[int], label_key: bytes, labels: list[int]) -> None:
-    # The real layout: each row is the 1024 red values, then green, then blue, row-major.
-    data = np.stack([_cifar_image(i).transpose(2, 0, 1).reshape(-1) for i in ids])
-    batch = {b"batch_label": b"synthetic", b"data": data, label_key: labels,
-             b"filenames": [f"{i}.png".encode() for i in ids]}  # fmt: skip
-    with open(path, "wb") as f:
-        pickle.dump(batch, f, protocol=2)
-
-
 @pytest.fixture
 def cifar10_root(tmp_path: Path) -> Path:
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    for b in range(5):  # 4 images per training batch: ids 0..19
-        ids = list(range(4 * b, 4 * b + 4))
-        _write_batch(folder / f"data_batch_{b + 1}", ids, b"labels", [i % 10 for i in ids])
-    _write_batch(folder / "test_batch", [100, 101, 102], b"labels", [7, 8, 9])
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
-             b"ship", b"truck"]  # fmt: skip
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": names, b"num_vis": 3072}, f, protocol=2)
-    return tmp_path
+    return write_cifar10(tmp_path)
 
 
 def test_cifar10_pickle_folder_is_read_exactly(cifar10_root: Path) -> None:
@@ -217,7 +191,7 @@ def test_cifar10_pickle_folder_is_read_exactly(cifar10_root: Path) -> None:
     for pos, img_id in [(0, 0), (13, 13), (21, 101)]:
         raw = ds.load_raw(pos)  # uint8 CHW
         assert raw.dtype == torch.uint8
-        assert np.array_equal(raw.permute(1, 2, 0).numpy(), _cifar_image(img_id))
+        assert np.array_equal(raw.permute(1, 2, 0).numpy(), cifar_image(img_id))
     # the root may also be the batches folder itself
     assert len(create_dataset("cifar10", root=cifar10_root / "cifar-10-batches-py")) == 23
 
@@ -255,7 +229,7 @@ def test_cifar100_fine_and_coarse_labels(tmp_path: Path) -> None:
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
     for name, ids in [("train", [0, 1, 2, 3]), ("test", [4, 5])]:
-        data = np.stack([_cifar_image(i).transpose(2, 0, 1).reshape(-1) for i in ids])
+        data = np.stack([cifar_image(i).transpose(2, 0, 1).reshape(-1) for i in ids])
         batch = {b"data": data, b"fine_labels": [i * 10 for i in ids],
                  b"coarse_labels": [i for i in ids]}  # fmt: skip
         with open(folder / name, "wb") as f:
@@ -269,7 +243,7 @@ def test_cifar100_fine_and_coarse_labels(tmp_path: Path) -> None:
     assert fine.classes[10] == "f10"
     coarse = create_dataset("cifar100", root=tmp_path, label_mode="coarse")
     assert coarse.num_classes == 20 and coarse.labels.tolist() == [0, 1, 2, 3, 4, 5]
-    assert np.array_equal(coarse.load_raw(5).permute(1, 2, 0).numpy(), _cifar_image(5))
+    assert np.array_equal(coarse.load_raw(5).permute(1, 2, 0).numpy(), cifar_image(5))
 
 
 def test_missing_cifar_folder_explains_the_layout(tmp_path: Path) -> None:

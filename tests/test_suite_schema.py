@@ -54,7 +54,7 @@ def test_defaults_are_filled_in(tmp_path) -> None:
     assert suite["suite"]["name"] == "s"
     assert suite["data"]["splits"] == {"train": 0.6, "val": 0.2, "test": 0.2}
     assert suite["models"][0]["train"]["optimizer"] == "sgd"
-    assert suite["costs"]["convention"] == "fvcore"
+    assert suite["costs"]["convention"] is None  # each model's paper convention
 
 
 @pytest.mark.parametrize(

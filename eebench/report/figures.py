@@ -217,10 +217,10 @@ def plot_budgeted(
     require_columns(curves, CURVE_COLUMNS, "the curves frame")
     all_models = list(models) if models is not None else ordered(curves["model"])
     panel_models = [m for m in all_models if (curves["model"].astype(str) == m).any()]
-    if not panel_models:
+    pub = _published_rows(published, "budgeted")
+    if not panel_models and pub is None:
         raise ValueError(f"the curves frame has no rows for the models {all_models}")
     scale = _scale_for(scale, cost_unit, curves["test_cost"])
-    pub = _published_rows(published, "budgeted")
     pub_markers = _published_markers(pub) if pub is not None else {}
     pols = list(policies) if policies is not None else ordered(curves["policy"])
     learned = [p for p in pols if policy_kind(p) == "learned"]
@@ -230,7 +230,7 @@ def plot_budgeted(
     randoms = [p for p in pols if policy_kind(p) == "random"]
     pdashes = {p: RANDOM_DASHES[i % len(RANDOM_DASHES)] for i, p in enumerate(randoms)}
 
-    nrows, ncols = _facet_grid(len(panel_models))
+    nrows, ncols = _facet_grid(max(1, len(panel_models)))
     width = SINGLE_COLUMN_IN if ncols == 1 else DOUBLE_COLUMN_IN
     legend_cols = 2 if ncols == 1 else 3 if ncols == 2 else 4
     with paper_style():
@@ -282,7 +282,14 @@ def plot_budgeted(
                 ax.set_xlabel(scale.axis_label("mean cost per test image"))
             if idx % ncols == 0:
                 ax.set_ylabel("test top-1 accuracy (%)")
-        for j in range(len(panel_models), nrows * ncols):
+        if not panel_models:  # published numbers only
+            ax = axes[0][0]
+            used.append(ax)
+            _draw_published(ax, pub, scale, pub_markers)
+            ax.set_title("published results")
+            ax.set_xlabel(scale.axis_label("mean cost per test image"))
+            ax.set_ylabel("test top-1 accuracy (%)")
+        for j in range(max(1, len(panel_models)), nrows * ncols):
             axes[j // ncols][j % ncols].set_visible(False)
         _legend_below(fig, used, legend_cols, 2.3 * nrows)
     return fig

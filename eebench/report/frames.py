@@ -26,7 +26,7 @@ CURVE_COLUMNS = ("model", "policy", "test_acc", "test_cost")
 SUMMARY_COLUMNS = ("model", "policy", "metric", "value")
 RELIABILITY_REQUIRED = ("model", "exit", "bin_low", "bin_high", "count", "mean_confidence", "accuracy")
 PUBLISHED_COLUMNS = ("source", "model", "setting", "gmacs", "top1")
-PUBLISHED_SETTINGS = ("anytime", "budgeted")
+PUBLISHED_SETTINGS = ("anytime", "budgeted", "cost", "static", "ablation", "throughput")
 
 
 def require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:

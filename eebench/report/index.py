@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from eebench.report.tables import Table
 
 REQUIRED_FILES = ("meta.json", "anytime.csv", "curves.csv")
+PUBLISHED_FILE = "published.csv"  # the papers' rows a suite draws beside its own (optional)
 OPTIONAL_FILES = ("summary.csv", "reliability.csv")
 
 
@@ -108,7 +109,7 @@ def load_results(results_dir: str | Path) -> Results:
 
     anytime = read("anytime.csv", ANYTIME_COLUMNS)
     curves = read("curves.csv", CURVE_COLUMNS)
-    if anytime.empty or curves.empty:
+    if (anytime.empty or curves.empty) and not (folder / PUBLISHED_FILE).is_file():
         raise ValueError(
             f"{folder / ('anytime.csv' if anytime.empty else 'curves.csv')} has no rows; "
             f"re-create it with `eebench run SUITE`"
@@ -154,6 +155,11 @@ def build_report(
 
     res = load_results(results_dir)
     meta = res.meta
+    if published is None and (res.folder / PUBLISHED_FILE).is_file():
+        import pandas as pd
+
+        published = pd.read_csv(res.folder / PUBLISHED_FILE)
+    measured = not (res.anytime.empty or res.curves.empty)
     if reports_dir is None:
         suite = meta.get("suite")
         if not isinstance(suite, str) or not suite:
@@ -168,6 +174,8 @@ def build_report(
     all_costs = np.concatenate(
         [res.anytime["cost"].to_numpy(dtype=np.float64), res.curves["test_cost"].to_numpy(dtype=np.float64)]
     )
+    if not measured and published is not None:  # only the papers' numbers: scale them
+        all_costs = published["gmacs"].to_numpy(dtype=np.float64) * 1e9
     scale = cost_scale(unit, all_costs)
     models = ordered([*res.anytime["model"], *res.curves["model"]])
     skipped: list[str] = []
@@ -229,10 +237,18 @@ def build_report(
             )
 
     tables: list[tuple[Table, str]] = []
-    for t in anytime_tables(res.anytime, scale):
-        tables.append((t, "Cost and test metrics of every exit under the anytime protocol."))
-    for t in budget_tables(res.curves, scale, meta.get("budgets")):
-        tables.append((t, "Test accuracy of every policy read off its curve at common budgets."))
+    if measured:
+        for t in anytime_tables(res.anytime, scale):
+            tables.append((t, "Cost and test metrics of every exit under the anytime protocol."))
+        for t in budget_tables(res.curves, scale, meta.get("budgets")):
+            tables.append((t, "Test accuracy of every policy read off its curve at common budgets."))
+    else:
+        skipped.append("Anytime and budget tables: this suite measured no model (published numbers only).")
+    if published is not None and len(published):
+        from eebench.report.ablation import published_points_table
+
+        tables.append((published_points_table(published, scale),
+                       "Every published number drawn in the figures, with the table or figure it comes from."))
     if res.summary is None:
         skipped.append("Summary tables: summary.csv is absent from the results.")
     elif res.summary.empty:

@@ -139,6 +139,8 @@ _TEX_MAP = {
     "×": r"$\times$",
     DASH: "---",
     "–": "--",
+    "↑": r"$\uparrow$",
+    "↓": r"$\downarrow$",
     "≥": r"$\geq$",
     "≤": r"$\leq$",
 }
