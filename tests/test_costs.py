@@ -150,6 +150,25 @@ def test_cumulative_params_include_earlier_heads_and_shared_modules_once() -> No
     assert costs.macs == [conv + head, 2 * conv + 2 * head]  # but its ops on every run
 
 
+class ParameterListModel(MultiExitModel):
+    """Position embeddings in a ParameterList (as CF-ViT keeps them): read, never called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Linear(4, 4)
+        self.pos = nn.ParameterList([nn.Parameter(torch.zeros(3, 4)), nn.Parameter(torch.zeros(5, 4))])
+        self.exits = ["only"]
+        self.config = ModelConfig(name="plist", num_classes=4, input_size=(1, 3, 4))
+
+    def iter_exits(self, x):
+        yield 0, self.block(x[:, 0] + self.pos[0]).mean(1)
+
+
+def test_parameter_lists_of_a_module_that_ran_are_counted() -> None:
+    costs = count_costs(ParameterListModel(), cross_check=False)
+    assert costs.params == [4 * 4 + 4 + 3 * 4 + 5 * 4]
+
+
 def test_cross_check_agrees_on_the_tiny_model() -> None:
     costs = count_costs(TwoExitConv())
     # ptflops counts convolutions and linear layers with biases, nothing else.

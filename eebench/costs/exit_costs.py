@@ -32,8 +32,8 @@ CONVENTIONS: dict[str, str] = {
         "(MACs, the papers' 'FLOPs'). Every module output is kept alive in the trace, so "
         "work done before exit k counts even when only later exits read it. Convolutions "
         "and linear layers count their weight MACs without bias; batch norm counts 2 ops "
-        "per element (1 without affine); layer and group norm 2, instance norm 1 per input "
-        "element; adaptive average pooling 1 per input element; bilinear upsampling 4 per "
+        "per element (1 without affine); layer, group and instance norm 5 per input element "
+        "(4 without affine); adaptive average pooling 1 per input element; bilinear upsampling 4 per "
         "output element. Added to fvcore: fused attention "
         "(aten::scaled_dot_product_attention) counts its two matrix products "
         "B*heads*Lq*Lk*(d_qk + d_v), and aten::baddbmm counts as the batched matmul it "
@@ -224,7 +224,9 @@ def _params_of_ran_modules(root: nn.Module, ran: set[int]) -> int:
     A module's own (non-recursive) parameters are counted when it ran; its
     children are counted on their own. A submodule invoked through
     ``.forward()`` or another method instead of a call fires no hook and is
-    missed, as fvcore misses it too. nn.MultiheadAttention uses its
+    missed, as fvcore misses it too. ParameterList/ParameterDict children of a
+    module that ran count with it (they hold e.g. position embeddings and are
+    indexed, not called). nn.MultiheadAttention uses its
     ``out_proj`` weights without calling ``out_proj``, so all of its parameters
     count when it ran.
     """
@@ -235,11 +237,14 @@ def _params_of_ran_modules(root: nn.Module, ran: set[int]) -> int:
     for m in root.modules():
         if id(m) not in ran:
             continue
-        params = (
+        params = list(
             m.parameters(recurse=True)
             if isinstance(m, nn.MultiheadAttention)
             else m.parameters(recurse=False)
         )
+        for child in m.children():  # containers of parameters are read, never called
+            if isinstance(child, (nn.ParameterList, nn.ParameterDict)):
+                params.extend(child.parameters())
         for p in params:
             if id(p) not in seen:
                 seen.add(id(p))
