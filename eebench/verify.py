@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from eebench.costs.zoo_table import CostCache
 
-#: Relative tolerance per source for cost rows. The issue that introduced each
+#: Relative tolerance per source (or ``source:zoo_model``) for cost rows. The issue that introduced each
 #: zoo model states them: counters differ in what they count (MSDNet's
 #: op_counter is matched exactly; papers round to two or three digits; the
 #: CHASE and MCGA widths are our choice where the papers are silent).
@@ -35,6 +35,9 @@ COST_TOLERANCES: dict[str, float] = {
     "dynperceiver": 0.03,
     "chase": 0.10,
     "mcga": 0.10,
+    # The official analytic counter of this model omits batch and layer norm, which fvcore
+    # counts; on MobileNetV3 they are the whole gap (+6.1% at exit 1, +3.3% at exit 4).
+    "dynperceiver:dynperceiver_mobilenetv3_075": 0.07,
 }
 DEFAULT_COST_TOLERANCE = 0.02
 #: Absolute tolerance, in percentage points of top-1, for reproduced accuracies.
@@ -50,10 +53,11 @@ class MissingInputsError(FileNotFoundError):
     """An accuracy check needs files that are not on this machine; the message lists them."""
 
 
-def _tolerance(source: str, tolerance: float | None) -> float:
+def _tolerance(source: str, model: str, tolerance: float | None) -> float:
+    """The explicit tolerance, else the one for ``source:model``, else for ``source``."""
     if tolerance is not None:
         return tolerance
-    return COST_TOLERANCES.get(source, DEFAULT_COST_TOLERANCE)
+    return COST_TOLERANCES.get(f"{source}:{model}", COST_TOLERANCES.get(source, DEFAULT_COST_TOLERANCE))
 
 
 def verify_costs(
@@ -97,7 +101,7 @@ def verify_costs(
     for r in tqdm(rows.to_dict("records"), desc="verifying costs", unit="row", disable=not progress):
         ov = json.loads(r["zoo_overrides"]) if str(r["zoo_overrides"]).strip() else {}
         conv = r["convention"] if r["convention"] in CONVENTIONS else None
-        tol = _tolerance(r["source"], tolerance)
+        tol = _tolerance(r["source"], r["zoo_model"], tolerance)
         base = {"source": r["source"], "zoo_model": r["zoo_model"], "overrides": overrides_key(ov),
                 "tolerance": tol, "citation": r["citation"]}
         checks = []
