@@ -122,3 +122,41 @@ source = "${EEBENCH_TEST_LOGITS}/a.npz"
 solver = "oracle"
 """))
     assert suite["logits"][0]["source"] == f"{tmp_path}/a.npz"
+
+
+def test_dvt_table5_suite_redraws_the_comparison_from_published_numbers(tmp_path: Path) -> None:
+    out = run_suite(REPO / "suites" / "dvt_table5.toml", store_root=tmp_path / "store",
+                    results_root=tmp_path / "results", reports_root=tmp_path / "reports", progress=False)
+    pub = pd.read_csv(out.results_dir / "published.csv")
+    assert set(pub["model"]) == {"MSDNet", "IMTA-MSDNet", "RANet", "DVT (T2T-ViT-12)"}
+    assert pub.groupby("model").size().eq(6).all()
+    assert pub["citation"].str.contains("Table 5").all()
+    dvt = pub[pub["model"] == "DVT (T2T-ViT-12)"].sort_values("gmacs")
+    assert dvt["top1"].iloc[0] > pub[pub["model"] == "RANet"]["top1"].min()
+    assert (out.report_index.parent / "budgeted.pdf").is_file()
+    assert "Table 5" in out.report_index.read_text()
+
+
+@pytest.mark.skipif(not CNN6.is_file(), reason=f"shared data absent ({CNN6})")
+def test_dvt_table5_suite_with_imported_real_logits(tmp_path: Path) -> None:
+    text = (REPO / "suites" / "dvt_table5.toml").read_text()
+    suite = _suite(tmp_path, text + f"""
+[[logits]]
+label = "CNN-6 (real logits, costs assumed)"
+source = "{CNN6}"
+costs = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
+cost_unit = "GMACs"
+
+[[policies]]
+score = "confidence"
+solver = "geometric"
+grid = "dvt"
+""")
+    out = run_suite(suite, store_root=tmp_path / "store", results_root=tmp_path / "results",
+                    reports_root=tmp_path / "reports", progress=False)
+    curves = pd.read_csv(out.results_dir / "curves.csv")
+    learned = curves[curves["policy"] == "confidence/geometric"]
+    assert len(learned) == 59  # DVT's q grid
+    assert learned["test_acc"].between(0.5, 0.8).all()
+    assert len(pd.read_csv(out.results_dir / "published.csv")) == 24
+    assert (out.report_index.parent / "budgeted.png").is_file()
