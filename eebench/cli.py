@@ -335,6 +335,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_curve(args: argparse.Namespace) -> int:
+    from eebench.report.imported import import_curve, write_imported
+
+    frame = import_curve(
+        args.path, args.format, cost_unit=args.cost_unit, source=args.source or Path(args.out).stem,
+        model=args.model, dataset=args.dataset, flops_path=args.flops,
+    )
+    out = write_imported(frame, args.out)
+    counts = ", ".join(f"{n} {s}" for s, n in frame["setting"].value_counts().items())
+    print(f"{len(frame)} rows ({counts}) written to {out}")
+    print(f"draw them beside a suite's results: eebench report results/SUITE --published {out}")
+    return 0
+
+
 def cmd_ablation(args: argparse.Namespace) -> int:
     from eebench.report.ablation import (
         ablation_from_curves,
@@ -481,6 +495,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--published", type=lambda t: t.split(","),
                     help="overlay these papers' numbers (keys of results/published, e.g. dvt,cfvit)")
     sp.add_argument("--published-dataset", help="only published rows of this data set (e.g. imagenet)")
+
+    sp = add("import-curve", "import another tool's curve (dynamic.txt, L2W, calibrated-dnn, DVT/CF-ViT "
+             "checkpoint) as published-numbers CSV", cmd_import_curve)
+    sp.add_argument("path", help="the file to import")
+    sp.add_argument("--out", required=True, help="CSV to write, e.g. results/published-local/mynet.csv")
+    sp.add_argument("--dataset", required=True, choices=["imagenet", "cifar10", "cifar100"])
+    sp.add_argument("--format", choices=["dynamic_txt", "l2w", "calibrated_dnn", "dvt_checkpoint"],
+                    help="default: detected from the file")
+    sp.add_argument("--cost-unit", choices=["macs", "mmacs", "gmacs"],
+                    help="unit of the file's costs (required for dynamic.txt: MSDNet/RANet/IMTA/L2W write "
+                    "MACs, Dynamic Perceiver GMACs)")
+    sp.add_argument("--flops", help="L2W: flops.txt when it is not next to the CSV")
+    sp.add_argument("--model", help="model name for the legend (default: the source)")
+    sp.add_argument("--source", help="source key (default: the stem of --out)")
 
     sp = add("ablation", "an ablation table (variants x budgets, deltas to a reference row)", cmd_ablation)
     src = sp.add_mutually_exclusive_group(required=True)

@@ -52,3 +52,18 @@ def test_unknown_model_is_a_clear_error(capsys) -> None:
     err = capsys.readouterr().err
     assert rc == 2
     assert "unknown model" in err and "msdnet_cifar100_budget" in err
+
+
+def test_import_curve_writes_a_published_csv_and_needs_the_unit(tmp_path, capsys) -> None:
+    from eebench.report.published import load_published
+
+    src = tmp_path / "dynamic.txt"
+    src.write_text("75.1\t340000000.0\n77.2\t690000000.0\n")  # MSDNet's writer: acc<TAB>MACs
+    out = tmp_path / "local" / "mynet.csv"
+    assert main(["import-curve", str(src), "--dataset", "imagenet", "--out", str(out)]) == 2
+    assert "cost unit" in capsys.readouterr().err
+    assert main(["import-curve", str(src), "--dataset", "imagenet", "--cost-unit", "macs",
+                 "--out", str(out)]) == 0
+    df = load_published([str(out)])
+    assert df["gmacs"].tolist() == pytest.approx([0.34, 0.69]) and df["top1"].tolist() == [75.1, 77.2]
+    assert set(df["setting"]) == {"budgeted"} and (df["source"] == "mynet").all()

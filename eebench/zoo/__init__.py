@@ -3,7 +3,7 @@
 Importing this package registers every architecture module's models.
 """
 
-from eebench.zoo import cfvit, chase, dvt, dynperceiver, mcga, msdnet, timm_attach  # noqa: F401  (registration side effects)
+from eebench.zoo import cfvit, chase, dvt, dynperceiver, mcga, msdnet, ranet, timm_attach  # noqa: F401  (registration side effects)
 from eebench.zoo.base import ModelConfig, MultiExitModel, TruncatedModel
 from eebench.zoo.checkpoint import CheckpointMismatchError, load_checkpoint
 from eebench.zoo.registry import (
