@@ -164,3 +164,13 @@ def test_published_imagenet_accuracies_are_reproduced() -> None:
     result = verify_accuracy(suite)
     failed = result[result["status"] != "pass"]
     assert failed.empty, failed.to_string()
+
+
+def test_every_shipped_published_cost_is_reproduced(capsys) -> None:
+    # Counts every zoo model that results/published gives a cost for (about 25 s on 2 cores).
+    assert main(["verify", "costs"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "published costs reproduced within tolerance" in out
+    for model in ("msdnet_imagenet_step7", "ranet_imagenet", "dvt_t2t_vit_12", "cfvit_deit_small",
+                  "dynperceiver_regnety_800m", "chase_imagenet", "mcga"):
+        assert model in out
