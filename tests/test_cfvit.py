@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
+from zoo_testing import one_torch_thread  # noqa: F401  (module fixture)
 
 import eebench.zoo.cfvit  # noqa: F401  (registers the models)
 from eebench.costs import ExitCosts, count_costs
@@ -32,13 +32,7 @@ CASES = {"cfvit_deit_small": "deit_small", "cfvit_deit_small_9x9": "deit_small_9
 SMALL: dict[str, Any] = dict(embed_dim=48, depth=5, num_heads=2, num_classes=7)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # On a shared, oversubscribed CPU, intra-op threads are slower than one steady thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _official(fixture: str) -> dict[str, list[int]]:

@@ -10,12 +10,12 @@ a wrong one fails and names the key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from zoo_testing import one_torch_thread  # noqa: F401  (module fixture)
 
 import eebench.zoo.chase  # noqa: F401  (registers the models)
 from eebench.costs import ExitCosts, count_costs
@@ -29,13 +29,7 @@ ALL = [f + v for f in FAMILIES for v in VARIANTS]
 IMAGENET = [f"chase_imagenet{v}" for v in VARIANTS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # On a shared CPU, intra-op threads make small convolutions far slower; one thread is steady.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _meta(name: str, **kw) -> CHASE:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
+from zoo_testing import one_torch_thread  # noqa: F401  (module fixture)
 
 import eebench.zoo.dvt  # noqa: F401  (registers the models)
 from eebench.costs import ExitCosts, count_costs
@@ -48,13 +48,7 @@ KEY_CASES: list[tuple[str, dict[str, Any], str, str]] = [
 SMALL = dict(embed_dim=32, depth=2, num_heads=2)  # reduced widths for fast numeric tests
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # On a shared, oversubscribed CPU, intra-op threads make these runs erratic; one is steady.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _official(fixture: str, prefix: str = "") -> dict[str, list[int]]:

@@ -12,13 +12,11 @@ counter (``forward_calc_flops``, written to flops.txt) at 224x224.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from zoo_testing import meta_model, one_torch_thread, seeded_state  # noqa: F401
 
 import eebench.zoo.dynperceiver  # noqa: F401  (registers the models)
 from eebench.costs import count_costs
@@ -47,13 +45,12 @@ OFFICIAL_GMACS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # On a shared, oversubscribed CPU, intra-op threads make small convolutions far slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def seeded_state_dp(keys: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
+    """The shared seeded weights, latents and relative position biases drawn from N(0, 1)."""
+    return seeded_state(keys, seed, lambda k: k == "latent" or k.endswith("relative_position_bias"))
 
 
 def _fixture(short: str) -> dict:
@@ -64,30 +61,8 @@ def _official(short: str) -> dict[str, list[int]]:
     return _fixture(short)["keys"]
 
 
-def _meta(name: str, **kw) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **kw)
 
 
-def seeded_state(keys: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Deterministic, well-scaled weights for a key/shape list (BN statistics included)."""
-    g = torch.Generator().manual_seed(seed)
-    sd: dict[str, torch.Tensor] = {}
-    for k, shape in keys.items():
-        if k.endswith("num_batches_tracked"):
-            sd[k] = torch.tensor(0)
-        elif k.endswith("running_var"):
-            sd[k] = torch.rand(shape, generator=g) + 0.5
-        elif k.endswith("running_mean") or k.endswith(".bias"):
-            sd[k] = 0.1 * torch.randn(shape, generator=g)
-        elif len(shape) == 1:  # batch/layer-norm scale
-            sd[k] = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        elif k == "latent" or k.endswith("relative_position_bias"):
-            sd[k] = torch.randn(shape, generator=g)
-        else:
-            fan_in = math.prod(shape[1:])
-            sd[k] = torch.randn(shape, generator=g) * math.sqrt(2.0 / fan_in)
-    return sd
 
 
 # -- (a) keys and shapes ------------------------------------------------------------------
@@ -95,7 +70,7 @@ def seeded_state(keys: dict[str, list[int]], seed: int = 0) -> dict[str, torch.T
 
 @pytest.mark.parametrize(("name", "short"), CASES.items())
 def test_state_dict_equals_official_keys_shapes_and_order(name: str, short: str) -> None:
-    ours = {k: list(v.shape) for k, v in _meta(name).state_dict().items()}
+    ours = {k: list(v.shape) for k, v in meta_model(name).state_dict().items()}
     official = _official(short)
     assert set(ours) ^ set(official) == set()
     assert list(ours) == list(official)  # same order too
@@ -110,7 +85,7 @@ def test_fixtures_record_their_source_and_the_readme_arguments(name: str, short:
     args = data["args"]
     assert args["SA_widening_factor"] == 4 and args["spatial_reduction"] is True
     assert all(args[f] for f in ("with_x2z", "with_z2x", "with_dwc", "with_last_CA", "with_isc"))
-    arch = _meta(name).config.arch
+    arch = meta_model(name).config.arch
     assert arch["depth_factor"] == args["depth_factor"]
     assert arch["num_latents"] == 128 and arch["sa_widening_factor"] == 4
     assert _official(short)["latent"][0] == 128
@@ -119,7 +94,7 @@ def test_fixtures_record_their_source_and_the_readme_arguments(name: str, short:
 def test_num_classes_override_changes_only_the_class_layers() -> None:
     ours = {
         k: list(v.shape)
-        for k, v in _meta("dynperceiver_mobilenetv3_075", num_classes=10).state_dict().items()
+        for k, v in meta_model("dynperceiver_mobilenetv3_075", num_classes=10).state_dict().items()
     }
     official = _official("mobilenetv3_075")
     diff = {k for k in ours if ours[k] != official[k]}
@@ -142,7 +117,7 @@ def test_num_classes_override_changes_only_the_class_layers() -> None:
 
 
 def _fake_official_checkpoint(path: Path, short: str, prefix: str = "") -> dict:
-    sd = seeded_state(_official(short), seed=3)
+    sd = seeded_state_dp(_official(short), seed=3)
     sd = {k: (torch.tensor(11) if k.endswith("num_batches_tracked") else v) for k, v in sd.items()}
     ema = {k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}
     # The official utils.save_model writes model, optimizer, epoch, scaler, args and model_ema.
@@ -172,7 +147,7 @@ def test_strict_load_of_an_official_layout_checkpoint(tmp_path: Path, name: str,
 
 def test_mismatched_checkpoint_names_the_keys(tmp_path: Path) -> None:
     path = tmp_path / "ckpt.pth"
-    sd = seeded_state(_official("mobilenetv3_075"), seed=1)
+    sd = seeded_state_dp(_official("mobilenetv3_075"), seed=1)
     renamed = "cross_att3_x2z.cross_attn.attention.relative_position_bias"
     sd["cross_att3_x2z.cross_attn.attention.rpb"] = sd.pop(renamed)
     sd["token_mixer.1.1.weight"] = torch.zeros(16, 63)
@@ -192,7 +167,7 @@ def test_logits_equal_the_official_model(name: str) -> None:
     data = json.loads((FIXTURES / "dynperceiver_official_logits.json").read_text())
     case = data["models"][name]
     model = create_model(name).eval()
-    model.load_state_dict(seeded_state(_official(CASES[name]), seed=data["weight_seed"]))
+    model.load_state_dict(seeded_state_dp(_official(CASES[name]), seed=data["weight_seed"]))
     g = torch.Generator().manual_seed(data["input_seed"])
     x = torch.randn(data["input_shape"], generator=g)
     with torch.no_grad():
@@ -402,7 +377,7 @@ def test_bad_arguments_and_inputs_get_clear_errors() -> None:
 
 
 def test_config_follows_the_official_evaluation_pipeline() -> None:
-    cfg = _meta("dynperceiver_resnet50_0375").config
+    cfg = meta_model("dynperceiver_resnet50_0375").config
     assert cfg.input_size == (3, 224, 224) and cfg.crop_pct == 0.875
     assert cfg.interpolation == "bicubic"
     assert cfg.mean == (0.485, 0.456, 0.406) and cfg.std == (0.229, 0.224, 0.225)

@@ -10,12 +10,12 @@ reduced widths and 32x32 images to stay fast.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from zoo_testing import one_torch_thread  # noqa: F401  (module fixture)
 
 import eebench.zoo.mcga  # noqa: F401  (registers the models)
 from eebench.costs import ExitCosts, count_costs
@@ -29,12 +29,7 @@ TOLERANCE = 0.10
 SMALL = dict(channels=(8, 16, 16, 32), depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,12 @@ shapes, msdnet_official_logits.json its logits for the weights that
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from zoo_testing import meta_model, one_torch_thread, seeded_state  # noqa: F401
 
 from eebench.zoo import CheckpointMismatchError, create_model
 from eebench.zoo.msdnet import MSDNet
@@ -36,47 +35,20 @@ CIFAR = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # On a shared, oversubscribed CPU, intra-op threads make these small convolutions
-    # 100x slower (seconds instead of milliseconds per forward); one thread is steady.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _official(fixture: str) -> dict[str, list[int]]:
     return json.loads((FIXTURES / f"msdnet_{fixture}_keys.json").read_text())["keys"]
 
 
-def _meta(name: str, **kw) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **kw)
 
 
-def seeded_state(keys: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Deterministic, well-scaled weights for a key/shape list (BN statistics included)."""
-    g = torch.Generator().manual_seed(seed)
-    sd: dict[str, torch.Tensor] = {}
-    for k, shape in keys.items():
-        if k.endswith("num_batches_tracked"):
-            sd[k] = torch.tensor(0)
-        elif k.endswith("running_var"):
-            sd[k] = torch.rand(shape, generator=g) + 0.5
-        elif k.endswith("running_mean") or k.endswith(".bias"):
-            sd[k] = 0.1 * torch.randn(shape, generator=g)
-        elif len(shape) == 1:  # batch-norm scale
-            sd[k] = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        else:
-            fan_in = math.prod(shape[1:])
-            sd[k] = torch.randn(shape, generator=g) * math.sqrt(2.0 / fan_in)
-    return sd
 
 
 @pytest.mark.parametrize(("name", "fixture"), CASES.items())
 def test_state_dict_equals_official_keys_and_shapes(name: str, fixture: str) -> None:
-    ours = {k: list(v.shape) for k, v in _meta(name).state_dict().items()}
+    ours = {k: list(v.shape) for k, v in meta_model(name).state_dict().items()}
     official = _official(fixture)
     assert set(ours) ^ set(official) == set()
     assert list(ours) == list(official)  # same order too
@@ -93,13 +65,13 @@ def test_fixtures_record_their_source() -> None:
 def test_num_classes_override_changes_only_the_linear_layers() -> None:
     ours = {
         k: list(v.shape)
-        for k, v in _meta("msdnet_cifar100_budget", num_classes=10).state_dict().items()
+        for k, v in meta_model("msdnet_cifar100_budget", num_classes=10).state_dict().items()
     }
     official = _official("cifar100_budget")
     diff = {k for k in ours if ours[k] != official[k]}
     assert diff == {f"classifier.{b}.linear.{p}" for b in range(5) for p in ("weight", "bias")}
     assert ours["classifier.4.linear.weight"] == [10, 128]
-    cifar10 = {k: list(v.shape) for k, v in _meta("msdnet_cifar10_budget").state_dict().items()}
+    cifar10 = {k: list(v.shape) for k, v in meta_model("msdnet_cifar10_budget").state_dict().items()}
     assert cifar10 == ours
 
 
@@ -225,9 +197,9 @@ def test_stopping_at_exit_k_runs_no_module_of_later_blocks(name: str) -> None:
 
 
 def test_configs_follow_the_official_data_pipeline() -> None:
-    c100 = _meta("msdnet_cifar100_budget").config
-    c10 = _meta("msdnet_cifar10_anytime").config
-    inet = _meta("msdnet_imagenet_step6").config
+    c100 = meta_model("msdnet_cifar100_budget").config
+    c10 = meta_model("msdnet_cifar10_anytime").config
+    inet = meta_model("msdnet_imagenet_step6").config
     assert c100.input_size == c10.input_size == (3, 32, 32)
     assert c100.crop_pct == c10.crop_pct == 1.0
     assert c100.mean == (0.5071, 0.4867, 0.4408) and c100.std == (0.2675, 0.2565, 0.2761)

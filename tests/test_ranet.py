@@ -11,13 +11,12 @@ sub-networks), ranet_official_logits.json its logits for the weights that
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from zoo_testing import meta_model, one_torch_thread, seeded_state  # noqa: F401
 
 import eebench.zoo.ranet  # noqa: F401  (registers the models)
 from eebench.costs import ExitCosts, count_costs
@@ -65,13 +64,7 @@ README_CIFAR["scale_list"] = (1, 2, 3)
 TINY_IMAGENET = dict(channels=2, growth_rate=4, num_classes=5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # On a shared, oversubscribed CPU, intra-op threads make small convolutions far slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fixture(name: str) -> dict:
@@ -82,32 +75,12 @@ def _official(name: str) -> dict[str, list[int]]:
     return _fixture(name)["keys"]
 
 
-def _meta(name: str, **kw) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **kw)
 
 
 def _shapes(model: nn.Module) -> list[tuple[str, list[int]]]:
     return [(k, list(v.shape)) for k, v in model.state_dict().items()]
 
 
-def seeded_state(keys: dict[str, list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Deterministic, well-scaled weights for a key/shape list (BN statistics included)."""
-    g = torch.Generator().manual_seed(seed)
-    sd: dict[str, torch.Tensor] = {}
-    for k, shape in keys.items():
-        if k.endswith("num_batches_tracked"):
-            sd[k] = torch.tensor(0)
-        elif k.endswith("running_var"):
-            sd[k] = torch.rand(shape, generator=g) + 0.5
-        elif k.endswith("running_mean") or k.endswith(".bias"):
-            sd[k] = 0.1 * torch.randn(shape, generator=g)
-        elif len(shape) == 1:  # batch-norm scale
-            sd[k] = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        else:
-            fan_in = math.prod(shape[1:])
-            sd[k] = torch.randn(shape, generator=g) * math.sqrt(2.0 / fan_in)
-    return sd
 
 
 # (a) keys and shapes ------------------------------------------------------------------------
@@ -115,7 +88,7 @@ def seeded_state(keys: dict[str, list[int]], seed: int = 0) -> dict[str, torch.T
 
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_equals_official_keys_and_shapes_in_order(name: str) -> None:
-    ours = _shapes(_meta(name))
+    ours = _shapes(meta_model(name))
     official = list(_official(name).items())
     assert {k for k, _ in ours} ^ {k for k, _ in official} == set()
     assert ours == official  # same keys, shapes and order
@@ -123,7 +96,7 @@ def test_state_dict_equals_official_keys_and_shapes_in_order(name: str) -> None:
 
 def test_readme_cifar_command_matches_the_official_layout() -> None:
     # The README's CIFAR command ('lg' steps, three sub-networks) is one override away.
-    model = _meta("ranet_cifar10", **README_CIFAR)
+    model = meta_model("ranet_cifar10", **README_CIFAR)
     assert _shapes(model) == list(_official("ranet_cifar10_readme").items())
     assert model.exits == EXITS[:6]
 
@@ -140,7 +113,7 @@ def test_fixtures_record_their_source_and_script() -> None:
 
 
 def test_num_classes_override_changes_only_the_linear_layers() -> None:
-    ours = dict(_shapes(_meta("ranet_cifar100", num_classes=10)))
+    ours = dict(_shapes(meta_model("ranet_cifar100", num_classes=10)))
     official = _official("ranet_cifar100")
     diff = {k for k in ours if ours[k] != official[k]}
     assert diff == {f"classifier.{k}.linear.{p}" for k in range(8) for p in ("weight", "bias")}
@@ -338,7 +311,7 @@ def test_costs_equal_the_official_op_counter(costs: dict[str, ExitCosts], name: 
 
 
 def test_configs_follow_the_official_scripts_and_data_pipeline() -> None:
-    inet, c10, c100 = (_meta(n).config for n in NAMES)
+    inet, c10, c100 = (meta_model(n).config for n in NAMES)
     assert inet.input_size == (3, 224, 224) and inet.crop_pct == 0.875
     assert inet.mean == (0.485, 0.456, 0.406) and inet.std == (0.229, 0.224, 0.225)
     assert c10.input_size == c100.input_size == (3, 32, 32)
@@ -370,7 +343,7 @@ def test_configs_follow_the_official_scripts_and_data_pipeline() -> None:
 )
 def test_bad_arguments_get_clear_errors(kw: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        _meta("ranet_cifar10", **kw)
+        meta_model("ranet_cifar10", **kw)
 
 
 def test_bad_inputs_get_clear_errors() -> None:
