@@ -326,10 +326,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     published = None
     if args.published:
-        from eebench.report.published import load_published, select_published
+        from eebench.report.published import published_overlay
 
-        published = select_published(load_published(args.published), dataset=args.published_dataset,
-                                     settings=("anytime", "budgeted"))
+        published = published_overlay(args.published, dataset=args.published_dataset)
     index = build_report(args.results_dir, args.out, published=published)
     print(f"report: {index}")
     return 0

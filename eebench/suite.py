@@ -308,17 +308,14 @@ def _check_published(suite: dict[str, Any], where: str) -> None:
 
 def published_rows(suite: dict[str, Any]) -> Any:
     """The published rows a suite's report draws (None when it names no papers)."""
-    from eebench.report.published import load_published, select_published
+    from eebench.report.published import published_overlay
 
     r = suite["report"]
     if not r["published"]:
         return None
-    return select_published(
-        load_published(r["published"]),
-        dataset=r["published_dataset"],
-        models=r["published_models"],
+    return published_overlay(
+        r["published"], dataset=r["published_dataset"], models=r["published_models"],
         citation=r["published_citation"],
-        settings=("anytime", "budgeted"),
     )
 
 
@@ -450,8 +447,7 @@ def run_suite(
     from eebench.data import create_dataset, split_dataset
     from eebench.evaluate import anytime_table, budgeted_curve, summarize
     from eebench.report import build_report, reliability_table
-    from eebench.store import LogitStore, default_store_root, extraction_identity
-    from eebench.store.extract import extract_logits
+    from eebench.store import LogitStore, default_store_root
     from eebench.zoo.checkpoint import state_dict_sha256
 
     t0 = time.time()
@@ -514,27 +510,9 @@ def run_suite(
         weights_sha = state_dict_sha256(model)
         sets = {}
         for split in ("val", "test"):
-            view = views[split].with_eval_transform(model.config)
-            desc = view.describe()
-            identity = extraction_identity(
-                model=m["name"],
-                model_config=model.config.to_dict(),
-                weights_sha256=weights_sha,
-                dataset=desc["name"],
-                dataset_params={**desc["params"], "split_rule": desc.get("split_rule")},
-                split=split,
-                split_indices=view.ids,
-                transform=desc["transform"],
-                dtype="float32",
-            )
-            key = extract_logits(
-                model, view, store, identity,
-                costs=costs.macs,
-                cost_counter={"convention": costs.convention, "input_size": list(costs.input_size)},
-                exit_names=list(model.exits),
-                batch_size=d["batch_size"],
-                device=suite["suite"]["device"],
-                progress=progress,
+            key = extract_view_logits(
+                model, m["name"], views[split], split, store, costs=costs, weights_sha256=weights_sha,
+                batch_size=d["batch_size"], device=suite["suite"]["device"], progress=progress,
             )
             sets[split] = store.get(key)
         provenance[label] = {**weights, "model": m["name"], "weights_sha256": weights_sha,
@@ -598,6 +576,53 @@ def run_suite(
     (results_dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     index = build_report(results_dir, reports_dir)
     return SuiteOutput(results_dir=results_dir, report_index=Path(index))
+
+
+def extract_view_logits(
+    model: Any,
+    model_name: str,
+    view: Any,
+    split: str,
+    store: Any,
+    *,
+    costs: Any = None,
+    weights_sha256: str | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    progress: bool = True,
+) -> str:
+    """Cache ``model``'s logits on one split view (with the model's eval transform) under
+    the identity every caller shares, so a suite run and an accuracy check find each
+    other's entries; returns the store key. ``costs`` is the model's ExitCosts, if counted."""
+    from eebench.store import extraction_identity
+    from eebench.store.extract import extract_logits
+    from eebench.zoo.checkpoint import state_dict_sha256
+
+    view = view.with_eval_transform(model.config)
+    desc = view.describe()
+    identity = extraction_identity(
+        model=model_name,
+        model_config=model.config.to_dict(),
+        weights_sha256=weights_sha256 or state_dict_sha256(model),
+        dataset=desc["name"],
+        dataset_params={**desc["params"], "split_rule": desc.get("split_rule")},
+        split=split,
+        split_indices=view.ids,
+        transform=desc["transform"],
+        dtype="float32",
+    )
+    return extract_logits(
+        model, view, store, identity,
+        costs=costs.macs if costs is not None else None,
+        cost_counter=(
+            {"convention": costs.convention, "input_size": list(costs.input_size)}
+            if costs is not None else None
+        ),
+        exit_names=list(model.exits),
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )
 
 
 def load_suite_logits(lg: dict[str, Any], store_root: str | Path | None = None) -> tuple[Any, Any, Any]:

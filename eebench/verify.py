@@ -143,15 +143,16 @@ def verify_checkpoint(
     import torch
 
     from eebench.zoo import create_model
-    from eebench.zoo.checkpoint import state_dict_sha256
+    from eebench.zoo.checkpoint import load_checkpoint_object, read_checkpoint, state_dict_sha256
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    model = create_model(name, checkpoint=path, **dict(overrides or {}))
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    extras = sorted(k for k, v in raw.items() if not isinstance(v, torch.Tensor)) if isinstance(
-        raw, dict) else []
+    raw = read_checkpoint(path)  # read once: the weights and the container's other entries
+    model = create_model(name, **dict(overrides or {}))
+    load_checkpoint_object(model, raw, str(path))
+    extras = (
+        sorted(k for k, v in raw.items() if not isinstance(v, torch.Tensor))
+        if isinstance(raw, dict)
+        else []
+    )
     sd = model.state_dict()
     return {
         "model": name,
@@ -237,11 +238,9 @@ def verify_accuracy(
     from eebench.data.base import SplitView
     from eebench.evaluate import anytime_table
     from eebench.report.published import load_published
-    from eebench.store import LogitStore, default_store_root, extraction_identity
-    from eebench.store.extract import extract_logits
-    from eebench.suite import model_label
+    from eebench.store import LogitStore, default_store_root
+    from eebench.suite import extract_view_logits, model_label
     from eebench.zoo import create_model
-    from eebench.zoo.checkpoint import state_dict_sha256
 
     plan = accuracy_plan(suite_path, data_root=data_root, checkpoints=checkpoints)
     suite = plan["suite"]
@@ -270,17 +269,9 @@ def verify_accuracy(
                 f"compares with results/published rows whose zoo_model is {m['name']!r}"
             )
         model = create_model(m["name"], checkpoint=plan["checkpoints"][label], **m["overrides"]).eval()
-        view = test_view.with_eval_transform(model.config)
-        desc = view.describe()
-        identity = extraction_identity(
-            model=m["name"], model_config=model.config.to_dict(),
-            weights_sha256=state_dict_sha256(model), dataset=desc["name"],
-            dataset_params={**desc["params"], "split_rule": desc.get("split_rule")}, split="test",
-            split_indices=view.ids, transform=desc["transform"], dtype="float32",
-        )
-        key = extract_logits(model, view, store, identity, exit_names=list(model.exits),
-                             batch_size=d["batch_size"], device=suite["suite"]["device"],
-                             progress=progress)
+        key = extract_view_logits(model, m["name"], test_view, "test", store,
+                                  batch_size=d["batch_size"], device=suite["suite"]["device"],
+                                  progress=progress)
         anytime = anytime_table(store.get(key))
         for r in rows.to_dict("records"):
             k = int(r["exit"]) - 1

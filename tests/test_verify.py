@@ -13,7 +13,7 @@ import torch
 from fake_cifar import write_cifar10
 
 from eebench.cli import main
-from eebench.report.published import COLUMNS
+from eebench.report.published import COLUMNS, load_published
 from eebench.verify import MissingInputsError, verify_accuracy, verify_costs
 
 # The official MSDNet op_counter's step-4 numbers (MMACs), as in results/published/msdnet.csv.
@@ -67,17 +67,11 @@ def test_verify_costs_compares_parameters_and_reports_missing_models(tmp_path: P
              params_m=999.0, convention="msdnet"),
         _row(zoo_model="no_such_model", setting="static", gmacs=1.0),
     ]
-    result = verify_costs(pd.DataFrame(rows).pipe(_typed), progress=False)
+    result = verify_costs(load_published(root=_published(tmp_path / "pub", rows)), progress=False)
     by = {(r.zoo_model, r.quantity): r.status for r in result.itertuples()}
     assert by[("msdnet_imagenet_step4", "GMACs")] == "pass"
     assert by[("msdnet_imagenet_step4", "params (M)")] == "FAIL"
     assert by[("no_such_model", "GMACs")] == "missing model"
-
-
-def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    for c in ("exit", "gmacs", "params_m", "top1", "top5", "throughput"):
-        df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce").astype("float64")
-    return df
 
 
 def test_verify_checkpoint_strict_pass_and_named_failure(tmp_path: Path, capsys) -> None:
@@ -139,8 +133,8 @@ def test_verify_accuracy_reproduces_and_fails_on_perturbed_numbers(tmp_path: Pat
     suite.write_text(SUITE.format(root=root, ckpt=ckpt))
     probe = [_row(source="demo", zoo_model="msdnet_cifar10_budget", dataset="cifar10", setting="anytime",
                   exit=k, gmacs=0.01 * k, top1=50.0) for k in (1, 5)]
-    first = verify_accuracy(suite, published=_typed(pd.DataFrame(probe)), store_root=tmp_path / "store",
-                            progress=False)
+    first = verify_accuracy(suite, published=load_published(root=_published(tmp_path / "probe", probe, "demo")),
+                            store_root=tmp_path / "store", progress=False)
     ours = first["ours"].tolist()
     assert len(ours) == 2 and all(0 <= v <= 100 for v in ours)
     rows = [dict(r, top1=round(v, 4)) for r, v in zip(probe, ours)]

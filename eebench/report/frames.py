@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from eebench.report.published import SETTINGS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -26,7 +28,7 @@ CURVE_COLUMNS = ("model", "policy", "test_acc", "test_cost")
 SUMMARY_COLUMNS = ("model", "policy", "metric", "value")
 RELIABILITY_REQUIRED = ("model", "exit", "bin_low", "bin_high", "count", "mean_confidence", "accuracy")
 PUBLISHED_COLUMNS = ("source", "model", "setting", "gmacs", "top1")
-PUBLISHED_SETTINGS = ("anytime", "budgeted", "cost", "static", "ablation", "throughput")
+PUBLISHED_SETTINGS = SETTINGS  # the settings of results/published (eebench.report.published)
 
 
 def require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:

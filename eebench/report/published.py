@@ -201,3 +201,19 @@ def select_published(
             )
         df = df[df["model"].isin(models)]
     return df.reset_index(drop=True)
+
+
+def published_overlay(
+    sources: Sequence[str],
+    *,
+    dataset: str | None = None,
+    models: Iterable[str] | None = None,
+    citation: str | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> pd.DataFrame:
+    """The rows of ``sources`` that a report draws beside measured curves (anytime and
+    budgeted), filtered as ``select_published`` does."""
+    return select_published(
+        load_published(sources, root), dataset=dataset, models=models, citation=citation,
+        settings=("anytime", "budgeted"),
+    )

@@ -78,10 +78,19 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, torch.Tenso
     A model may define ``convert_checkpoint(state_dict) -> state_dict`` to map
     an official layout onto its own (documented in the model's docstring).
     """
+    return load_checkpoint_object(model, read_checkpoint(path), str(path))
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """The object a checkpoint file holds, read with ``weights_only=True`` on the CPU."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; give the path of a local file")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint_object(model: nn.Module, obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """Strict-load an already read checkpoint object (``source`` names it in errors)."""
     sd = unwrap_state_dict(obj)
     convert = getattr(model, "convert_checkpoint", None)
     if callable(convert):
@@ -89,7 +98,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, torch.Tenso
     problem = describe_mismatch(model.state_dict(), sd)
     if problem:
         name = getattr(getattr(model, "config", None), "name", type(model).__name__)
-        raise CheckpointMismatchError(f"{path} does not match {name}: {problem}")
+        raise CheckpointMismatchError(f"{source} does not match {name}: {problem}")
     model.load_state_dict(sd, strict=True)
     return sd
 
