@@ -12,8 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eebench.errors import EebenchError
 
-class SuiteError(ValueError):
+
+class SuiteError(EebenchError, ValueError):
     """A suite file that cannot be run as written."""
 
 

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eebench.errors import EebenchError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -49,7 +51,7 @@ VERIFY_COLUMNS = (
 )
 
 
-class MissingInputsError(FileNotFoundError):
+class MissingInputsError(EebenchError, FileNotFoundError):
     """An accuracy check needs files that are not on this machine; the message lists them."""
 
 

@@ -14,6 +14,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from eebench.errors import EebenchError
+
 DatasetFn = Callable[..., Any]
 
 # name -> loader function, or "module:function" imported on first use.
@@ -27,7 +29,7 @@ _DATASETS: dict[str, DatasetFn | str] = {
 }
 
 
-class UnknownDatasetError(KeyError):
+class UnknownDatasetError(EebenchError, KeyError):
     """Raised for a data set name that is not registered."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable

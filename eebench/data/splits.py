@@ -14,13 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from eebench.errors import EebenchError
+
 #: Fractions for data sets without an official split.
 DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.6, "val": 0.2, "test": 0.2}
 #: Validation samples carved from an official training set (MSDNet: 5000 for CIFAR).
 DEFAULT_VAL_SIZE = 5000
 
 
-class SplitError(ValueError):
+class SplitError(EebenchError, ValueError):
     """A split request that cannot be honoured."""
 
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from eebench.errors import EebenchError
 from eebench.report.published import COLUMNS, DATASETS, NUMERIC, read_published_csv
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ DYNAMIC_UNIT_HELP = (
 )
 
 
-class ImportFormatError(ValueError):
+class ImportFormatError(EebenchError, ValueError):
     """A file that does not follow the format it is read as; the message names file and line."""
 
 

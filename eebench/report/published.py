@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eebench.errors import EebenchError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -38,7 +40,7 @@ REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
 ENV_VAR = "EEBENCH_PUBLISHED"
 
 
-class PublishedError(ValueError):
+class PublishedError(EebenchError, ValueError):
     """A published-numbers file or row that does not follow the schema."""
 
 

@@ -12,10 +12,12 @@ torch is imported inside the functions only: importing this module stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sys
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from eebench.store.logitstore import (
     check_logit_dtype,
     identity_key,
 )
+from eebench.store.validate import check_values
 
 JOB_FILE = "job.json"
 CHUNK_PATTERN = "chunk_{:05d}.npz"
@@ -151,6 +154,8 @@ def _run_chunk(
                 f"every exit must return (batch, classes) logits of one shape, got {sorted(shapes)}"
             )
         block = torch.stack([o.detach().float() for o in outs], dim=1).cpu().numpy()
+        first = start + sum(len(b) for b in blocks)
+        check_values(block, "logits", f"the model's logits for samples {first}..{first + len(block) - 1}")
         blocks.append(cast_logits(block, dtype))
         lab = _labels_to_numpy(y)
         if lab.shape[0] != block.shape[0]:
@@ -188,8 +193,6 @@ def extract_logits(
     An existing entry is returned at once (renamed to ``name`` if given).
     Killed runs resume from their finished chunks in ``<root>/.partial/<key>/``.
     """
-    import torch
-    from tqdm.auto import tqdm
 
     dt = check_logit_dtype(dtype)
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -207,7 +210,7 @@ def extract_logits(
 
     if store.has_key(key):
         if name is not None:
-            store.rename(key, name)
+            store.rename(key, name, replace=False)
         return key
     store.check_name(name, key)  # fail before hours of work, not after
 
@@ -232,6 +235,46 @@ def extract_logits(
     ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids).reshape(-1)
     if ids.shape[0] != n:
         raise StoreError(f"the data set has {n} items but {ids.shape[0]} ids")
+
+    with _extraction_lock(store, key):
+        if store.has_key(key):  # another process extracted it while this one waited
+            if name is not None:
+                store.rename(key, name, replace=False)
+            return key
+        return _extract(model, dataset, store, key, ident, n=n, ids=ids, costs=costs,
+                        cost_counter=cost_counter, exit_names=exit_names, num_exits=num_exits,
+                        name=name, batch_size=batch_size, chunk_size=chunk_size, dt=dt,
+                        device=device, num_workers=num_workers, progress=progress)
+
+
+@contextlib.contextmanager
+def _extraction_lock(store: LogitStore, key: str) -> Iterator[None]:
+    """One process at a time fills ``.partial/<key>``; a second one waits, then finds the
+    entry. The held lock also tells ``store gc`` that the chunks are in use."""
+    from filelock import FileLock, Timeout
+
+    store._mkdir(store.partial_dir)
+    lock = FileLock(str(store.partial_dir / f"{key}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for another process that is extracting entry {key[:12]} ...",
+              file=sys.stderr)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _extract(
+    model: Any, dataset: Any, store: LogitStore, key: str, ident: dict[str, Any], *, n: int,
+    ids: np.ndarray, costs: np.ndarray | None, cost_counter: str | Mapping[str, Any] | None,
+    exit_names: Sequence[str] | None, num_exits: int | None, name: str | None, batch_size: int,
+    chunk_size: int, dt: np.dtype, device: Any, num_workers: int, progress: bool,
+) -> str:
+    import torch
+    from tqdm.auto import tqdm
 
     work = store.partial_dir / key
     job = {"key": key, "n": n, "chunk_size": chunk_size, "batch_size": batch_size,
@@ -290,8 +333,7 @@ def _assemble(
     if first is None:
         raise StoreError(f"chunk 0 of {key[:12]} vanished or broke during extraction; rerun")
     _, k, c = first[0].shape
-    tmp = store._new_tmp(key)
-    try:
+    with store.scratch(key) as tmp:
         mm = np.lib.format.open_memmap(tmp / "logits.npy", mode="w+", dtype=dt, shape=(n, k, c))
         labels = np.empty(n, dtype=np.int64)
         try:
@@ -336,9 +378,6 @@ def _assemble(
                 raise
             # another run of the same identity committed first: same logits, keep theirs
         del logits, ls
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     return key
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from eebench.store.logitset import KINDS, LogitSet
 from eebench.store.logitstore import LogitStore, StoreError, atomic_file, file_sha256
+from eebench.store.validate import check_costs, check_values
 
 LAYOUTS = ("auto", "knc", "nkc")
 
@@ -42,13 +43,10 @@ def _integer_labels(labels: Any, what: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _costs_list(costs: Sequence[float] | np.ndarray | None) -> list[float] | None:
+def _costs_list(costs: Sequence[float] | np.ndarray | None, where: str = "costs") -> list[float] | None:
     if costs is None:
         return None
-    arr = np.asarray(costs, dtype=np.float64).reshape(-1)
-    if not np.all(np.isfinite(arr)):
-        raise StoreError(f"costs must be finite numbers, got {arr.tolist()}")
-    return arr.tolist()
+    return check_costs(costs, where).tolist()
 
 
 def resolve_layout(shape: tuple[int, ...], num_labels: int, layout: str = "auto") -> str:
@@ -146,6 +144,7 @@ def load_npz_logits(
     resolved = resolve_layout(values.shape, labels.shape[0], layout)
     if resolved == "knc":
         values = np.ascontiguousarray(np.swapaxes(values, 0, 1))
+    check_values(values, kind, f"{p}: '{kind}'")
     if costs is None:
         if file_costs is None:
             raise StoreError(
@@ -156,7 +155,7 @@ def load_npz_logits(
     ls = LogitSet(
         logits=values,
         labels=labels,
-        costs=np.asarray(_costs_list(costs)),
+        costs=np.asarray(_costs_list(costs, f"{p}: costs" if costs is file_costs else "costs")),
         exit_names=exit_names,
         ids=ids,
         kind=kind,
@@ -167,15 +166,24 @@ def load_npz_logits(
 
 def _import(store: LogitStore, ls: LogitSet, identity: dict[str, Any], name: str | None,
             overwrite: bool) -> str:
-    """Put unless the same import is already there (then only the name is updated)."""
-    from eebench.store.logitstore import identity_key
+    """Put unless the same import is already there.
+
+    An existing entry of the same file and costs is returned; it takes ``name`` if it has
+    none, and keeps the name it has otherwise (the call then fails and says so). When
+    several processes import at once, one commits and the others find its entry.
+    """
+    from eebench.store.logitstore import EntryExistsError, identity_key
 
     key = identity_key(identity)
-    if store.has_key(key) and not overwrite:
-        if name is not None:
-            store.rename(key, name)
-        return key
-    return store.put(ls, identity, name=name, overwrite=overwrite)
+    if not (store.has_key(key) and not overwrite):
+        try:
+            return store.put(ls, identity, name=name, overwrite=overwrite)
+        except EntryExistsError:
+            if not store.has_key(key) or overwrite:
+                raise  # the name belongs to another entry
+    if name is not None:
+        store.rename(key, name, replace=False)
+    return key
 
 
 def import_npz(
@@ -246,9 +254,9 @@ def load_msdnet_logits(
             f"{p} must hold (val_probs, val_targets, test_probs, test_targets), got "
             f"{type(obj).__name__}{f' of length {len(obj)}' if isinstance(obj, (list, tuple)) else ''}"
         )
-    cost_list = _costs_list(costs)
-    if cost_list is None:
+    if costs is None:
         raise StoreError("give the cumulative cost of each exit (MSDNet's flops.pth values)")
+    cost_list = _costs_list(costs)
     out = []
     for split, probs_obj, targets_obj in (("val", obj[0], obj[1]), ("test", obj[2], obj[3])):
         probs = _as_exit_array(probs_obj, f"{split} probabilities in {p}")
@@ -260,14 +268,7 @@ def load_msdnet_logits(
                 f"{split}: {probs.shape[1]} samples of probabilities but {targets.shape[0]} targets "
                 f"in {p}"
             )
-        lo, hi = float(probs.min()), float(probs.max())
-        sums = probs.sum(axis=-1, dtype=np.float64)
-        if lo < -1e-6 or hi > 1 + 1e-6 or np.abs(sums - 1).max() > 1e-3:
-            raise StoreError(
-                f"{split} values in {p} are not probabilities (range [{lo:.3g}, {hi:.3g}], row sums "
-                f"up to {float(np.abs(sums - 1).max()):.3g} from 1); if they are logits, save them "
-                "as an .npz and use import_npz"
-            )
+        check_values(np.swapaxes(probs, 0, 1), "probabilities", f"{p}: {split} probabilities")
         out.append(LogitSet(
             logits=np.ascontiguousarray(np.swapaxes(probs, 0, 1)),
             labels=targets,

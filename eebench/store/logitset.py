@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from eebench.errors import DataError
+from eebench.store.validate import check_costs
+
 KINDS = ("logits", "probabilities")
 
 
@@ -30,36 +33,32 @@ class LogitSet:
 
     def __post_init__(self) -> None:
         if self.logits.ndim != 3:
-            raise ValueError(
+            raise DataError(
                 f"logits must be (samples, exits, classes), got shape {self.logits.shape}"
             )
         n, k, c = self.logits.shape
         self.labels = np.asarray(self.labels).astype(np.int64, copy=False).reshape(-1)
         if self.labels.shape[0] != n:
-            raise ValueError(f"{self.labels.shape[0]} labels for {n} samples")
+            raise DataError(f"{self.labels.shape[0]} labels for {n} samples")
         if n and (self.labels.min() < 0 or self.labels.max() >= c):
-            raise ValueError(
+            raise DataError(
                 f"labels must lie in [0, {c - 1}] for {c} classes, "
                 f"got [{self.labels.min()}, {self.labels.max()}]"
             )
-        self.costs = np.asarray(self.costs, dtype=np.float64).reshape(-1)
+        self.costs = check_costs(self.costs, "costs", allow_unknown=True)
         if self.costs.shape[0] != k:
-            raise ValueError(f"{self.costs.shape[0]} costs for {k} exits; give one cost per exit")
-        if np.any(np.diff(self.costs) < 0):
-            raise ValueError(
-                f"costs must be cumulative (non-decreasing in exit order), got {self.costs.tolist()}"
-            )
+            raise DataError(f"{self.costs.shape[0]} costs for {k} exits; give one cost per exit")
         if not self.exit_names:
             self.exit_names = [f"exit{i}" for i in range(k)]
         if len(self.exit_names) != k:
-            raise ValueError(f"{len(self.exit_names)} exit names for {k} exits")
+            raise DataError(f"{len(self.exit_names)} exit names for {k} exits")
         if self.ids is None:
             self.ids = np.arange(n, dtype=np.int64)
         self.ids = np.asarray(self.ids, dtype=np.int64).reshape(-1)
         if self.ids.shape[0] != n:
-            raise ValueError(f"{self.ids.shape[0]} sample ids for {n} samples")
+            raise DataError(f"{self.ids.shape[0]} sample ids for {n} samples")
         if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+            raise DataError(f"kind must be one of {KINDS}, got {self.kind!r}")
 
     @property
     def num_samples(self) -> int:

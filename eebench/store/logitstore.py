@@ -36,7 +36,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from eebench.store.logitset import LogitSet
+from eebench.errors import EebenchError
+from eebench.store.logitset import KINDS, LogitSet
+from eebench.store.validate import check_costs, check_values
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -45,6 +47,11 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ARRAY_FILES = ("logits.npy", "labels.npy", "ids.npy", "costs.npy")
 PARTIAL = ".partial"
+VERIFIED = ".verified"
+LOCK_FILE = ".lock"
+#: Seconds a store operation waits for another process's commit before giving up.
+LOCK_TIMEOUT = 600.0
+SMALL_FILES = ("labels.npy", "ids.npy", "costs.npy")
 MIN_PREFIX = 6
 SHORT_KEY = 12
 LOGIT_DTYPES = ("float32", "float16")
@@ -86,7 +93,7 @@ _ROW_BLOCK_BYTES = 64 << 20
 # ---------------------------------------------------------------- errors
 
 
-class StoreError(ValueError):
+class StoreError(EebenchError, ValueError):
     """A store operation that cannot be done as asked."""
 
 
@@ -118,6 +125,60 @@ class VerifyProblem:
         who = self.key[:SHORT_KEY] + (f" ({self.name})" if self.name else "")
         where = f"{self.file}: " if self.file else ""
         return f"entry {who}: {where}{self.problem}"
+
+
+@dataclass(frozen=True)
+class PartialItem:
+    """One thing in ``.partial/``: ``kind`` is "extraction" (resumable chunks) or "leftover"
+    (what an interrupted write left); ``active`` when a live process holds it."""
+
+    path: Path
+    kind: str
+    bytes: int
+    active: bool
+
+
+def _tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+    return total
+
+
+def _manifest_problem(man: Mapping[str, Any]) -> str | None:
+    """What is wrong with a manifest's field types, or None: a hand-edited or damaged
+    manifest must be refused by name, not crash a reader three calls later."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    checks: list[tuple[str, Any, str]] = [
+        ("key", lambda v: isinstance(v, str), "a string"),
+        ("name", lambda v: v is None or isinstance(v, str), "a string or null"),
+        ("kind", lambda v: v in KINDS, f"one of {list(KINDS)}"),
+        ("dtype", lambda v: v in LOGIT_DTYPES, f"one of {list(LOGIT_DTYPES)}"),
+        ("shape", lambda v: isinstance(v, list) and len(v) == 3 and all(is_int(s) and s >= 0 for s in v),
+         "a list of 3 non-negative integers"),
+        ("costs", lambda v: isinstance(v, list) and all(
+            c is None or (isinstance(c, (int, float)) and not isinstance(c, bool)) for c in v),
+         "a list of numbers"),
+        ("exit_names", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+         "a list of strings"),
+        ("files", lambda v: isinstance(v, dict) and all(
+            isinstance(k, str) and isinstance(h, str) for k, h in v.items()),
+         "an object of file name -> sha256"),
+    ]
+    for field_name, ok, expected in checks:
+        if field_name not in man:
+            return f"has no field {field_name!r}"
+        if not ok(man[field_name]):
+            return f"field {field_name!r} must be {expected}, got {man[field_name]!r:.80}"
+    if len(man["costs"]) != man["shape"][1]:
+        return f"lists {len(man['costs'])} costs for {man['shape'][1]} exits"
+    return None
 
 
 # ---------------------------------------------------------------- identity
@@ -386,6 +447,91 @@ class LogitStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser()
+        self._lock: Any = None
+        self._verified: dict[str, tuple[Any, ...]] = {}
+
+    # ------------------------------------------------------------ location and locking
+
+    def _check_root(self) -> None:
+        """A clear error when the store path is a file or lies under one."""
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise StoreError(
+                f"store path {root} is a file, not a folder; give --store (or $EEBENCH_STORE) "
+                "a folder"
+            )
+        anc = root.parent
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if anc.exists() and not anc.is_dir():
+            raise StoreError(
+                f"store path {root} lies under {anc}, which is a file; give --store (or "
+                "$EEBENCH_STORE) a folder"
+            )
+
+    def _mkdir(self, path: Path) -> None:
+        """``mkdir -p`` that says which store cannot be written, and why, in one line."""
+        self._check_root()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write to the store {self.root} ({exc.strerror or exc}); choose a "
+                "writable folder with --store or $EEBENCH_STORE"
+            ) from exc
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's lock: names are checked and entries committed, renamed or removed
+        by one process at a time, on one machine or several sharing the folder.
+
+        The lock is an OS file lock (``filelock``) on ``<root>/.lock``; it is reentrant
+        within this object, and a process that dies releases it.
+        """
+        from filelock import FileLock, Timeout
+
+        self._mkdir(self.root)
+        if self._lock is None:
+            self._lock = FileLock(str(self.root / LOCK_FILE), timeout=LOCK_TIMEOUT)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise StoreError(
+                f"the store {self.root} stayed locked by another process for {LOCK_TIMEOUT:g} s; "
+                f"if no eebench process is running, remove {self.root / LOCK_FILE}"
+            ) from None
+        except OSError as exc:
+            raise StoreError(
+                f"cannot lock the store {self.root} ({exc.strerror or exc}); choose a writable "
+                "folder with --store or $EEBENCH_STORE"
+            ) from exc
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @contextlib.contextmanager
+    def scratch(self, stem: str) -> Iterator[Path]:
+        """A fresh folder in ``.partial/`` for work in progress, removed afterwards.
+
+        Its sibling ``<folder>.lock`` is held while it exists, so ``gc`` can tell a live
+        writer's folder from one a killed process left behind.
+        """
+        from filelock import FileLock
+
+        self._mkdir(self.partial_dir)
+        tmp = self.partial_dir / f"{stem}-{secrets.token_hex(6)}"
+        lock = FileLock(str(tmp) + ".lock", timeout=0)
+        lock.acquire()  # before the folder exists: gc never sees it unlocked
+        try:
+            tmp.mkdir()
+            yield tmp
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+            lock.release()
+            with contextlib.suppress(OSError):
+                os.unlink(str(tmp) + ".lock")
 
     def __repr__(self) -> str:
         return f"LogitStore({str(self.root)!r})"
@@ -437,15 +583,39 @@ class LogitStore:
             ) from exc
         if not isinstance(man, dict):
             raise StoreError(f"entry {key}: {MANIFEST} is not a JSON object")
+        problem = _manifest_problem(man)
+        if problem:
+            raise StoreError(
+                f"entry {key[:SHORT_KEY]}: {MANIFEST} {problem}; the entry cannot be trusted: "
+                f"remove it (`eebench store rm {key[:SHORT_KEY]}`) and recreate it"
+            )
         return man
 
     def _manifests(self) -> dict[str, dict[str, Any]]:
+        """Readable, well-formed manifests by key; broken entries are left out (see ``broken``)."""
         out = {}
         for key in self.keys():
             try:
                 out[key] = self._read_manifest(key)
             except StoreError:
-                out[key] = {}
+                continue
+        return out
+
+    def broken(self) -> list[tuple[str, str]]:
+        """(key, what is wrong) for every key-named folder whose manifest is missing,
+        unreadable or malformed: listed by ``ls``, removable with ``rm KEY``."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for p in sorted(self.root.iterdir()):
+            if not (p.is_dir() and _KEY_RE.match(p.name)):
+                continue
+            try:
+                self._read_manifest(p.name)
+            except EntryNotFoundError:
+                out.append((p.name, f"no {MANIFEST} (an interrupted write or a manual change)"))
+            except StoreError as exc:
+                out.append((p.name, str(exc)))
         return out
 
     def names(self) -> dict[str, str]:
@@ -547,6 +717,7 @@ class LogitStore:
                 f"entry {key[:SHORT_KEY]} is missing {', '.join(missing)}; run "
                 f"`eebench store verify {key[:SHORT_KEY]}`, then remove and recreate it"
             )
+        self._check_integrity(key, man)
         try:
             logits = np.load(d / "logits.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
             labels = np.load(d / "labels.npy", allow_pickle=False)
@@ -562,6 +733,13 @@ class LogitStore:
                 f"entry {key[:SHORT_KEY]}: logits.npy has shape {tuple(logits.shape)} but the "
                 f"manifest says {tuple(man['shape'])}; run `eebench store verify`"
             )
+        stated = np.asarray([np.nan if c is None else c for c in man["costs"]], dtype=np.float64)
+        if stated.shape != costs.shape or not np.array_equal(stated, costs, equal_nan=True):
+            raise StoreError(
+                f"entry {key[:SHORT_KEY]}: costs.npy holds {costs.tolist()} but the manifest says "
+                f"{man['costs']}; the entry was changed after it was stored: remove it "
+                f"(`eebench store rm {key[:SHORT_KEY]}`) and recreate it"
+            )
         return LogitSet(
             logits=logits,
             labels=labels,
@@ -571,6 +749,114 @@ class LogitStore:
             kind=man.get("kind", "logits"),
             manifest=man,
         )
+
+    # ------------------------------------------------------------ integrity of reads
+
+    def _verdict_path(self, key: str) -> Path:
+        return self.root / VERIFIED / f"{key}.json"
+
+    def _forget_verdict(self, key: str) -> None:
+        self._verified.pop(key, None)
+        with contextlib.suppress(OSError):
+            self._verdict_path(key).unlink()
+
+    @staticmethod
+    def _signature(path: Path) -> tuple[int, int, int, int, int]:
+        """What changes whenever a file's bytes change: any write moves ctime and mtime."""
+        st = path.stat()
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _check_integrity(self, key: str, man: Mapping[str, Any]) -> None:
+        """Fail unless every array file still has the checksum the manifest recorded.
+
+        The small arrays are hashed on every read. ``logits.npy`` can be gigabytes, so it
+        is hashed the first time it is read after it changed (file identity, size, mtime,
+        ctime); the verdict is remembered in ``<root>/.verified/`` (or in memory only, for
+        a read-only store). A changed byte therefore never reaches a policy.
+        """
+        d = self.entry_dir(key)
+        files = man["files"]
+        for f in SMALL_FILES:
+            if file_sha256(d / f) != files.get(f):
+                raise StoreError(self._corrupt_message(key, f))
+        path = d / "logits.npy"
+        sig = (*self._signature(path), files.get("logits.npy"))
+        if self._verified.get(key) == sig:
+            return
+        vpath = self._verdict_path(key)
+        try:
+            cached = tuple(json.loads(vpath.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            cached = None
+        if cached != sig:
+            if file_sha256(path) != files.get("logits.npy"):
+                raise StoreError(self._corrupt_message(key, "logits.npy"))
+            with contextlib.suppress(OSError):  # a read-only store checks again next time
+                vpath.parent.mkdir(exist_ok=True)
+                with atomic_file(vpath, "w") as f:
+                    json.dump(list(sig), f)
+        self._verified[key] = sig
+
+    def _corrupt_message(self, key: str, file: str) -> str:
+        return (
+            f"entry {key[:SHORT_KEY]}: {file} differs from what was stored (checksum mismatch); "
+            f"its numbers cannot be trusted: remove the entry (`eebench store rm {key[:SHORT_KEY]}`) "
+            "and recreate it"
+        )
+
+    # ------------------------------------------------------------ unfinished work
+
+    def partial_items(self) -> list[PartialItem]:
+        """Everything in ``.partial/``: live writers, resumable extractions and leftovers."""
+        from filelock import FileLock, Timeout
+
+        if not self.partial_dir.is_dir():
+            return []
+        out = []
+        for p in sorted(self.partial_dir.iterdir()):
+            if p.name.endswith(".lock"):
+                continue
+            lock = FileLock(str(p) + ".lock", timeout=0)
+            try:
+                lock.acquire()
+            except Timeout:
+                active = True
+            except OSError:  # a read-only store: nobody can be writing to it
+                active = False
+            else:
+                active = False
+                lock.release()
+            size = _tree_size(p)
+            kind = "extraction" if _KEY_RE.match(p.name) and (p / "job.json").is_file() else "leftover"
+            out.append(PartialItem(p, kind, size, active))
+        return out
+
+    def gc(self, *, resumable: bool = False) -> list[PartialItem]:
+        """Remove what killed writers left in ``.partial/`` (and, with ``resumable``, the
+        chunks of unfinished extractions too); returns what was removed.
+
+        Folders a live process is writing are never touched.
+        """
+        removed = []
+        with self.locked():
+            for item in self.partial_items():
+                if item.active or (item.kind == "extraction" and not resumable):
+                    continue
+                if item.path.is_dir():
+                    shutil.rmtree(item.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        item.path.unlink()
+                with contextlib.suppress(OSError):
+                    os.unlink(str(item.path) + ".lock")
+                removed.append(item)
+            vdir = self.root / VERIFIED
+            if vdir.is_dir():  # verdicts of entries that no longer exist
+                for v in vdir.glob("*.json"):
+                    if not (self.entry_dir(v.stem)).is_dir():
+                        with contextlib.suppress(OSError):
+                            v.unlink()
+        return removed
 
     def ls(self) -> pd.DataFrame:
         """One row per entry: key (short), name, model, dataset, split, N, K, C, dtype, kind, created."""
@@ -647,12 +933,6 @@ class LogitStore:
 
     # ------------------------------------------------------------ writing
 
-    def _new_tmp(self, key: str) -> Path:
-        self.partial_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.partial_dir / f"{key}-{secrets.token_hex(6)}"
-        tmp.mkdir()
-        return tmp
-
     def put(
         self,
         logitset: LogitSet,
@@ -681,13 +961,11 @@ class LogitStore:
             src = np.dtype(logitset.logits.dtype)
             dtype = src.name if src.name in LOGIT_DTYPES else "float32"
         dt = check_logit_dtype(dtype)
-        tmp = self._new_tmp(key)
-        try:
+        check_costs(logitset.costs, "costs", allow_unknown=True)
+        check_values(logitset.logits, logitset.kind, f"{logitset.kind} to store")
+        with self.scratch(key) as tmp:
             write_logits_npy(tmp / "logits.npy", logitset.logits, dt)
             self._finish(tmp, key, logitset, identity, name, overwrite, dtype=dt)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         return key
 
     def _exists_message(self, key: str) -> str:
@@ -734,25 +1012,25 @@ class LogitStore:
         })
         _write_json(tmp / MANIFEST, manifest)
         _fsync_path(tmp)
-        self._commit(tmp, key, overwrite)
+        self._commit(tmp, key, overwrite, name)
 
-    def _commit(self, tmp: Path, key: str, overwrite: bool) -> None:
-        """Move a finished folder into place; the entry appears whole or not at all."""
-        final = self.entry_dir(key)
-        if final.exists():
-            if not overwrite:
-                raise EntryExistsError(self._exists_message(key))
-            self._swap_in(tmp, final)
-        else:
-            try:
-                os.rename(tmp, final)
-            except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not final.exists():
-                    raise
-                if not overwrite:  # a concurrent writer finished first
-                    raise EntryExistsError(self._exists_message(key)) from None
+    def _commit(self, tmp: Path, key: str, overwrite: bool, name: str | None) -> None:
+        """Move a finished folder into place; the entry appears whole or not at all.
+
+        Under the store lock the name is checked again (another process may have taken it
+        while this one wrote), so two entries can never share a name.
+        """
+        with self.locked():
+            self.check_name(name, key)
+            final = self.entry_dir(key)
+            if final.exists():
+                if not overwrite and self.has_key(key):
+                    raise EntryExistsError(self._exists_message(key))
                 self._swap_in(tmp, final)
-        _fsync_path(self.root)
+            else:
+                os.rename(tmp, final)
+            self._forget_verdict(key)
+            _fsync_path(self.root)
 
     def _swap_in(self, tmp: Path, final: Path) -> None:
         """Replace ``final`` by ``tmp``; afterwards ``tmp`` holds the old entry."""
@@ -767,21 +1045,56 @@ class LogitStore:
             raise
         os.rename(aside, tmp)
 
-    def rename(self, ref: str, name: str | None) -> str:
-        """Give an entry a new name (None removes it); returns the key."""
-        key = self.resolve(ref)
-        self.check_name(name, key)
-        man = self._read_manifest(key)
-        if man.get("name") != name:
+    def rename(self, ref: str, name: str | None, *, replace: bool = True) -> str:
+        """Give an entry a new name (None removes it); returns the key.
+
+        With ``replace=False`` an entry that already has another name keeps it and the call
+        fails, saying so: re-importing a file under a second name must not silently take the
+        first name away.
+        """
+        with self.locked():
+            key = self.resolve(ref)
+            self.check_name(name, key)
+            man = self._read_manifest(key)
+            old = man.get("name")
+            if old == name:
+                return key
+            if old and not replace:
+                raise EntryExistsError(
+                    f"these logits are already in {self.root} as entry {key[:SHORT_KEY]} named "
+                    f"{old!r}; nothing was stored. Use that name, or rename the entry: "
+                    f"`eebench store rename {old} {name}`"
+                )
             man["name"] = name
             _write_json(self.entry_dir(key) / MANIFEST, man)
         return key
 
     def rm(self, ref: str) -> str:
-        """Remove an entry (it vanishes in one rename, then its files are deleted); returns the key."""
-        key = self.resolve(ref)
-        self.partial_dir.mkdir(parents=True, exist_ok=True)
-        trash = self.partial_dir / f"{key}-rm-{secrets.token_hex(6)}"
-        os.rename(self.entry_dir(key), trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        """Remove an entry (it vanishes in one rename, then its files are deleted); returns the key.
+
+        A broken entry (a key-named folder without a readable manifest) is removed by its key
+        or a unique key prefix, so every state ``verify`` reports can be repaired.
+        """
+        with self.locked():
+            try:
+                key = self.resolve(ref)
+            except EntryNotFoundError:
+                key = self._resolve_broken(ref)
+            self._mkdir(self.partial_dir)
+            trash = self.partial_dir / f"{key}-rm-{secrets.token_hex(6)}"
+            os.rename(self.entry_dir(key), trash)
+            self._forget_verdict(key)
+            shutil.rmtree(trash, ignore_errors=True)
         return key
+
+    def _resolve_broken(self, ref: str) -> str:
+        low = ref.lower()
+        broken = [k for k, _ in self.broken()]
+        matches = [k for k in broken if k == low or (len(low) >= MIN_PREFIX and k.startswith(low))]
+        if len(matches) == 1:
+            return matches[0]
+        raise EntryNotFoundError(
+            f"no entry {ref!r} in {self.root}"
+            + (f" (broken entries: {', '.join(k[:SHORT_KEY] for k in broken)})" if broken else "")
+            + "; see `eebench store ls`"
+        )

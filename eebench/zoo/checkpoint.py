@@ -15,10 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from eebench.errors import EebenchError
+
 CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "net", "module")
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(EebenchError, RuntimeError):
     """The checkpoint's keys or shapes do not match the model."""
 
 

@@ -12,6 +12,7 @@ import fnmatch
 from collections.abc import Callable
 from typing import Any
 
+from eebench.errors import EebenchError
 from eebench.zoo.base import MultiExitModel
 
 ModelFn = Callable[..., MultiExitModel]
@@ -21,7 +22,7 @@ _MODELS: dict[str, ModelFn] = {}
 _FAMILIES: dict[str, tuple[Callable[..., MultiExitModel], Callable[[str], list[str]]]] = {}
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(EebenchError, KeyError):
     """Raised for a model name that is not registered."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable

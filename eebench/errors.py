@@ -1,0 +1,26 @@
+"""The root of every error eebench raises on purpose.
+
+A user's mistake (a wrong path, a NaN in a cache, an unknown option) and a
+bug in eebench need different treatment: the first deserves one line that
+says what was wrong and how to fix it, the second a traceback that a
+maintainer can act on. Every deliberate error derives from ``EebenchError``,
+so the command line can tell the two apart without guessing from built-in
+exception types. The subclasses keep their built-in bases (``ValueError``,
+``KeyError``, ...) so that code catching those keeps working.
+"""
+
+from __future__ import annotations
+
+
+class EebenchError(Exception):
+    """An error eebench raised deliberately; its message is meant for the user."""
+
+
+class DataError(EebenchError, ValueError):
+    """Values that cannot be what they claim: NaN logits, probabilities that do not sum to
+    one, costs that are negative or decrease along the exits, empty or non-finite budgets."""
+
+
+class OutputPathError(EebenchError, ValueError):
+    """An output location that cannot be written as asked (a file where a folder is needed,
+    a path outside its root, a read-only folder)."""
