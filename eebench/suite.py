@@ -23,6 +23,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from eebench.errors import OutputPathError
+from eebench.outputs import atomic_dir, check_path_name, prepare_output_dir
 from eebench.schema import Field, SuiteError, Table, one_of, positive, validate_table
 
 SCORES = ("confidence", "entropy", "margin")
@@ -209,6 +211,10 @@ def load_suite(path: str | Path, *, need_policies: bool = True) -> dict[str, Any
         raise SuiteError(f"{path}: not valid TOML: {exc}") from None
     suite = validate_table(raw, SUITE, str(path), "")
     suite["suite"]["name"] = suite["suite"]["name"] or path.stem
+    try:  # the name becomes results/<name>/ and reports/<name>/
+        check_path_name(suite["suite"]["name"], "suite.name")
+    except OutputPathError as exc:
+        raise SuiteError(f"{path}: {exc}") from None
     _check_names(suite, str(path), need_policies)
     return suite
 
@@ -448,11 +454,14 @@ def run_suite(
     from eebench.evaluate import anytime_table, budgeted_curve, summarize
     from eebench.report import build_report, reliability_table
     from eebench.store import LogitStore, default_store_root
+    from eebench.store.logitstore import file_sha256
     from eebench.zoo.checkpoint import state_dict_sha256
 
     t0 = time.time()
     suite = load_suite(path)
     name = suite["suite"]["name"]
+    prepare_output_dir(results_root, "--results")  # before minutes of work, not after
+    prepare_output_dir(reports_root, "--reports")
     store = LogitStore(default_store_root(str(store_root) if store_root else None))
     results_dir = Path(results_root) / name
     reports_dir = Path(reports_root) / name
@@ -539,25 +548,35 @@ def run_suite(
         SUMMARY_COLUMNS,
     )
 
-    results_dir.mkdir(parents=True, exist_ok=True)
-    for rows, file, cols in (
-        (anytime_rows, "anytime.csv", ANYTIME_COLUMNS),
-        (curve_rows, "curves.csv", CURVE_COLUMNS),
-        (summary_rows, "summary.csv", SUMMARY_COLUMNS),
-        (reliability_rows, "reliability.csv", RELIABILITY_REQUIRED),
-        (cost_rows, "costs.csv", ("model", "exit", "exit_name", "gmacs")),
-    ):
-        frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(cols))
-        frame.to_csv(results_dir / file, index=False)
-    published = published_rows(suite)
-    pub_file = results_dir / "published.csv"
-    if published is not None:
-        published.to_csv(pub_file, index=False)
-    elif pub_file.exists():
-        pub_file.unlink()  # a stale overlay from an earlier version of the suite
-    (results_dir / "suite.resolved.json").write_text(json.dumps(suite, indent=2, default=str))
-    from eebench.store.logitstore import package_versions
+    # The folder is built aside and swapped in whole: a killed run leaves the previous
+    # results, never a mixture; meta.json (written last) holds every file's checksum, so
+    # `eebench report` refuses a folder changed or truncated afterwards.
+    with atomic_dir(results_dir) as out_dir:
+        for rows, file, cols in (
+            (anytime_rows, "anytime.csv", ANYTIME_COLUMNS),
+            (curve_rows, "curves.csv", CURVE_COLUMNS),
+            (summary_rows, "summary.csv", SUMMARY_COLUMNS),
+            (reliability_rows, "reliability.csv", RELIABILITY_REQUIRED),
+            (cost_rows, "costs.csv", ("model", "exit", "exit_name", "gmacs")),
+        ):
+            frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(cols))
+            frame.to_csv(out_dir / file, index=False)
+        published = published_rows(suite)
+        if published is not None:
+            published.to_csv(out_dir / "published.csv", index=False)
+        (out_dir / "suite.resolved.json").write_text(json.dumps(suite, indent=2, default=str))
+        files = {f.name: file_sha256(f) for f in sorted(out_dir.iterdir()) if f.is_file()}
+        _write_meta(out_dir, suite, path, command, provenance, store, t0, files)
+    index = build_report(results_dir, reports_dir)
+    return SuiteOutput(results_dir=results_dir, report_index=Path(index))
 
+
+def _write_meta(out_dir: Path, suite: dict[str, Any], path: str | Path, command: str | None,
+                provenance: dict[str, Any], store: Any, t0: float, files: dict[str, str]) -> None:
+    """meta.json: how the results were made (command, versions, models) and their checksums."""
+    from eebench.provenance import package_versions
+
+    name = suite["suite"]["name"]
     meta = {
         "suite": name,
         "title": suite["report"]["title"] or suite["suite"]["description"] or name,
@@ -572,10 +591,9 @@ def run_suite(
         "models": provenance,
         "store": str(store.root),
         "seconds": round(time.time() - t0, 1),
+        "files": files,
     }
-    (results_dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-    index = build_report(results_dir, reports_dir)
-    return SuiteOutput(results_dir=results_dir, report_index=Path(index))
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
 
 
 def extract_view_logits(

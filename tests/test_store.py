@@ -333,7 +333,7 @@ def test_crash_during_overwrite_keeps_the_old_entry(tmp_path, monkeypatch) -> No
     def crash(a, b):
         raise OSError("simulated crash while swapping entries")
 
-    monkeypatch.setattr(logitstore_module, "_exchange", crash)
+    monkeypatch.setattr(logitstore_module, "exchange_paths", crash)
     with pytest.raises(OSError, match="swapping"):
         store.put(make_set(seed=1), ident(), overwrite=True)
     np.testing.assert_array_equal(np.asarray(store.get(key).logits), make_set(seed=0).logits)

@@ -62,6 +62,7 @@ def curve_rows(
         for j in range(k):
             row[f"frac_{j}"] = counts[j] / n_test
         row["thresholds"] = thresholds_json(tp.thresholds)
+        row["note"] = tp.note
         row.update(extra or {})
         rows.append(row)
     return rows
@@ -74,7 +75,8 @@ def budgeted_curve(
 
     Columns: policy, param, param_name, val_acc, val_cost, test_acc, test_cost,
     frac_0..frac_{K-1} (test exit fractions), thresholds (JSON list; null where
-    a policy does not threshold), calibration (JSON of the fitted calibration,
+    a policy does not threshold), note (what the solver could not do, e.g. a budget
+    it did not reach; empty otherwise), calibration (JSON of the fitted calibration,
     e.g. per-exit temperatures, or "" without one). ``fit=False`` uses a policy
     that is already fitted (on ``val``, by the caller).
     """

@@ -13,7 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from eebench.errors import DataError
 from eebench.policies.policy import check_logitset
+
+#: Prefix that makes a source reference mean a logit-store entry, never a file.
+STORE_PREFIX = "store:"
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,30 +75,52 @@ def load_source(
     costs: Sequence[float] | None = None,
     store_root: str | Path | None = None,
 ) -> LogitSet:
-    """A LogitSet from a LogitSet, an ``.npz`` file, or a logit-store entry (name or key)."""
+    """A LogitSet from a LogitSet, an ``.npz`` file, or a logit-store entry (name or key).
+
+    ``store:REF`` always means a store entry. A bare reference that is both a path on disk
+    and the name of a store entry is refused: which one was meant cannot be guessed, and
+    guessing wrong evaluates the wrong logits. The costs of the result are checked (finite,
+    positive, cumulative), since every curve is priced by them.
+    """
     from eebench.store.logitset import LogitSet
+    from eebench.store.validate import check_costs, check_values
 
     if isinstance(source, LogitSet):
         ls = source
         if costs is not None:
             ls = LogitSet(
-                ls.logits, ls.labels, np.asarray(costs, dtype=np.float64), list(ls.exit_names),
+                ls.logits, ls.labels, check_costs(costs, "costs"), list(ls.exit_names),
                 ls.ids, ls.kind, dict(ls.manifest),
             )
+        elif not ls.manifest.get("key"):  # store entries were checked when they were stored
+            check_values(ls.logits, ls.kind, f"the given {ls.kind}")
+        check_costs(ls.costs, "costs of the logits" if costs is None else "costs")
         return ls
-    path = Path(source)
-    if path.suffix == ".npz":
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist")
-        from eebench.store.formats import load_npz_logits
-
-        return load_npz_logits(path, costs=costs)
-    if path.is_file():
-        raise ValueError(f"{path}: expected an .npz file of logits and labels, or a store entry")
     from eebench.store import LogitStore, default_store_root
 
-    ls = LogitStore(default_store_root(store_root)).get(str(source))
-    return load_source(ls, costs) if costs is not None else ls
+    text = str(source)
+    store = LogitStore(default_store_root(store_root))
+    if text.startswith(STORE_PREFIX):
+        return load_source(store.get(text[len(STORE_PREFIX):]), costs)
+    path = Path(text).expanduser()
+    if path.exists() and store.names().get(text):
+        raise DataError(
+            f"{text!r} is both a path on disk and the name of a store entry in {store.root}; "
+            f"write ./{text} for the file or {STORE_PREFIX}{text} for the entry"
+        )
+    if path.suffix == ".npz" or path.exists():
+        if path.is_dir():
+            raise DataError(f"{path} is a folder; give an .npz file of logits and labels, or a store entry")
+        if path.suffix != ".npz":
+            raise DataError(f"{path}: expected an .npz file of logits and labels, or a store entry")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist (and no store entry is called {text!r})")
+        from eebench.store.formats import load_npz_logits
+
+        ls = load_npz_logits(path, costs=costs)
+        check_costs(ls.costs, f"{path}: costs")
+        return ls
+    return load_source(store.get(text), costs)
 
 
 def run_sweep(

@@ -91,7 +91,7 @@ class RandomPolicy(BasePolicy):
             rng = np.random.default_rng([self.seed, i])
             exits = np.empty(n, dtype=exit_dtype(k))
             exits[rng.permutation(n)] = np.repeat(np.arange(k), counts)
-            out.append(OperatingPoint(pt.param, np.full(k, np.nan), exits, pt.param_name))
+            out.append(OperatingPoint(pt.param, np.full(k, np.nan), exits, pt.param_name, pt.note))
         return out
 
     def describe(self) -> dict[str, Any]:

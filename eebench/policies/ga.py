@@ -34,12 +34,14 @@ Design choices, and why:
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from eebench.errors import DataError
 from eebench.policies.solvers import (
     SENTINEL,
     GeometricSolver,
@@ -48,6 +50,7 @@ from eebench.policies.solvers import (
     exit_counts,
     mean_cost,
 )
+from eebench.store.validate import check_budgets
 
 _NOBODY = 1.05  # upper gene bound; genes in [1, _NOBODY] mean "nobody exits here"
 
@@ -99,6 +102,17 @@ class _QuantileCoder:
         return genes
 
 
+#: Bounds on the search size: beyond them a run takes hours to days on any machine, which
+#: is far more often a typo than an intention.
+MAX_POPULATION = 100_000
+MAX_GENERATIONS = 100_000
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise DataError(f"GA option {name} must be an integer in [{lo}, {hi}], got {value!r}")
+
+
 class GeneticSolver:
     """Per-budget GA over exit thresholds, seeded with the geometric solutions.
 
@@ -126,11 +140,21 @@ class GeneticSolver:
         eta_mut: float = 20.0,
         max_chunk_elements: int = 1 << 25,
     ) -> None:
-        if population < 2 or generations < 0 or not 1 <= elite < population:
-            raise ValueError(
-                f"need population >= 2, generations >= 0 and 1 <= elite < population; got "
-                f"population={population}, generations={generations}, elite={elite}"
-            )
+        _check_int("population", population, 2, MAX_POPULATION)
+        _check_int("generations", generations, 0, MAX_GENERATIONS)
+        _check_int("elite", elite, 1, population - 1)
+        _check_int("tournament", tournament, 1, population)
+        _check_int("max_chunk_elements", max_chunk_elements, 1, 1 << 40)
+        for opt, value in (("cx_prob", cx_prob), ("mut_prob", mut_prob)):
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise DataError(f"GA option {opt} must be a probability in [0, 1], got {value!r}")
+        for opt, value in (("eta_cx", eta_cx), ("eta_mut", eta_mut)):
+            if not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+                raise DataError(
+                    f"GA option {opt} (distribution index of the bounded SBX/polynomial operators) "
+                    f"must be a finite number >= 0, got {value!r}"
+                )
+        budgets = check_budgets(budgets, "GA budgets")
         self.budgets = budgets
         self.population = population
         self.generations = generations

@@ -18,7 +18,7 @@ import numpy as np
 
 from eebench.policies.calibration import make_calibration
 from eebench.policies.scores import exit_correct, exit_scores, get_score
-from eebench.policies.solvers import Solution, assign_exits, make_solver
+from eebench.policies.solvers import Solution, assign_exits, exit_counts, make_solver, mean_cost
 
 if TYPE_CHECKING:
     from eebench.store.logitset import LogitSet
@@ -37,6 +37,47 @@ class OperatingPoint:
     thresholds: np.ndarray
     exits: np.ndarray
     param_name: str = "q"
+    note: str = ""
+
+
+def merge_budget_duplicates(
+    solutions: list[Solution], costs: np.ndarray, num_samples: int
+) -> list[Solution]:
+    """One solution per distinct operating point of a budget-targeting solver, each saying
+    whether it used its budget.
+
+    A solver asked for a budget it cannot use (accuracy already at its best at a lower
+    cost, or a cost no threshold reaches) returns the same thresholds for several budgets;
+    written as separate points they would look like distinct results. The first budget keeps
+    the point, ``info["budgets"]`` lists every budget it answers, and ``info["note"]`` says
+    which budgets were not reached and at what validation cost the solver stopped.
+    """
+    out: list[Solution] = []
+    for sol in solutions:
+        if sol.param_name != "budget":
+            out.append(sol)
+            continue
+        prev = out[-1] if out and out[-1].param_name == "budget" else None
+        if prev is not None and np.array_equal(prev.thresholds, sol.thresholds, equal_nan=True):
+            prev.info.setdefault("budgets", [prev.param]).append(float(sol.param))
+        else:
+            out.append(sol)
+    for sol in out:
+        if sol.param_name != "budget" or sol.fit_exits is None:
+            continue
+        k = len(costs)
+        reached = float(mean_cost(exit_counts(sol.fit_exits, k), costs, num_samples))
+        sol.info["val_cost"] = reached
+        budgets = sol.info.get("budgets", [float(sol.param)])
+        unreached = [b for b in budgets if reached < b * (1 - 1e-3)]
+        if unreached:
+            listed = ", ".join(f"{b:g}" for b in unreached)
+            sol.info["note"] = (
+                f"budget{'s' if len(unreached) > 1 else ''} {listed} not reached: the solver "
+                f"stopped at validation cost {reached:.4g}"
+                + (f"; one operating point for {len(budgets)} budgets" if len(budgets) > 1 else "")
+            )
+    return out
 
 
 def check_logitset(ls: Any, what: str) -> None:
@@ -116,7 +157,9 @@ class Policy(BasePolicy):
         self.calibration_ = cal.fit(val) if cal is not None else None
         scores = exit_scores(val, self.score, self.calibration_)
         correct = exit_correct(val)
-        self.solutions_: list[Solution] = self._solver.solve(scores, correct, val.costs)
+        self.solutions_: list[Solution] = merge_budget_duplicates(
+            self._solver.solve(scores, correct, val.costs), val.costs, val.num_samples
+        )
         self.num_exits_ = val.num_exits
         return self
 
@@ -124,7 +167,8 @@ class Policy(BasePolicy):
         self._check_fitted(ls)
         scores = exit_scores(ls, self.score, self.calibration_)
         return [
-            OperatingPoint(s.param, s.thresholds.copy(), assign_exits(scores, s.thresholds), s.param_name)
+            OperatingPoint(s.param, s.thresholds.copy(), assign_exits(scores, s.thresholds),
+                           s.param_name, s.info.get("note", ""))
             for s in self.solutions_
         ]
 

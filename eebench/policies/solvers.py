@@ -33,8 +33,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from eebench.errors import DataError
 from eebench.policies._registry import lookup
 from eebench.policies.grids import QGrid, exit_distribution, get_grid, parse_floats
+from eebench.store.validate import check_budgets
 
 SENTINEL = 1e8
 """Threshold meaning "nobody exits here" (and ``-SENTINEL``: everybody exits), as in MSDNet."""
@@ -184,7 +186,7 @@ class QuotaSolver:
                 "give a q grid or budgets, not both (budgets choose q by bisection)"
             )
         self.grid = grid
-        self.budgets = budgets
+        self.budgets = check_budgets(budgets)
         self.exit_weights = exit_weights
         self.exact = exact
 
@@ -350,8 +352,33 @@ SOLVERS: dict[str, Any] = {
 
 
 def make_solver(name: str, **options: Any) -> Any:
-    """A threshold solver by name (geometric, exact, sweep, ga) with its constructor options."""
-    return lookup("solver", name, SOLVERS)(**options)
+    """A threshold solver by name (geometric, exact, sweep, ga) with its constructor options.
+
+    An option the solver does not take fails with the names it does take (not with a
+    TypeError from deep inside a constructor).
+    """
+    factory = lookup("solver", name, SOLVERS)
+    accepted = solver_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise DataError(
+            f"solver {name!r} has no option{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; it accepts: {', '.join(accepted) or 'none'}"
+        )
+    return factory(**options)
+
+
+def solver_options(name: str) -> list[str]:
+    """The keyword options a solver's constructor accepts, in signature order."""
+    import inspect
+
+    factory = lookup("solver", name, SOLVERS)
+    if factory is _ga_solver:
+        from eebench.policies.ga import GeneticSolver
+
+        factory = GeneticSolver
+    params = inspect.signature(factory).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def list_solvers() -> list[str]:

@@ -41,6 +41,24 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None
         )
 
 
+def require_numbers(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    """Every cell of ``columns`` is a finite number: a truncated or hand-edited CSV shows up
+    as empty or non-numeric cells, and must not become a plotted point."""
+    import pandas as pd
+
+    for c in columns:
+        if c not in df.columns:
+            continue
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(v))
+        if bad.size:
+            raise ValueError(
+                f"{what}: column {c!r} has no finite number in row {int(bad[0]) + 2} (line of the "
+                f"file; {bad.size} such row{'s' if bad.size > 1 else ''}); the file is truncated "
+                "or damaged: re-create it with `eebench run SUITE`"
+            )
+
+
 def require_fractions(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
     """Accuracies in results are fractions in [0, 1]; anything else is a unit mix-up."""
     for c in columns:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from eebench.errors import EebenchError
 from eebench.report.frames import (
     ANYTIME_COLUMNS,
     CURVE_COLUMNS,
@@ -29,12 +30,17 @@ from eebench.report.frames import (
     ordered,
     require_columns,
     require_fractions,
+    require_numbers,
 )
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from eebench.report.tables import Table
+
+class ResultsError(EebenchError, ValueError):
+    """A results folder that cannot be reported faithfully."""
+
 
 REQUIRED_FILES = ("meta.json", "anytime.csv", "curves.csv")
 PUBLISHED_FILE = "published.csv"  # the papers' rows a suite draws beside its own (optional)
@@ -51,6 +57,35 @@ class Results:
     curves: pd.DataFrame
     summary: pd.DataFrame | None
     reliability: pd.DataFrame | None
+
+
+def _check_files(folder: Path, meta: dict[str, Any]) -> None:
+    """Refuse a results folder whose files are not the ones its run wrote.
+
+    ``meta.json`` lists the sha256 of every file the run wrote; a truncated, edited or
+    half-copied file would otherwise become a report with invented numbers.
+    """
+    from eebench.store.logitstore import file_sha256
+
+    files = meta.get("files")
+    if files is None:
+        return  # written before checksums were recorded: the column checks below still apply
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise ResultsError(f"{folder / 'meta.json'}: 'files' must map file names to sha256")
+    for name, digest in sorted(files.items()):
+        path = folder / name
+        if Path(name).name != name:
+            raise ResultsError(f"{folder / 'meta.json'}: file name {name!r} is not a plain name")
+        if not path.is_file():
+            raise ResultsError(
+                f"{path} is missing, but the run that made {folder} wrote it; re-run the suite "
+                "(`eebench run SUITE`)"
+            )
+        if file_sha256(path) != digest:
+            raise ResultsError(
+                f"{path} is not the file the run wrote (checksum differs: truncated, edited or "
+                "half-copied); re-run the suite (`eebench run SUITE`) rather than report it"
+            )
 
 
 def _missing(folder: Path, name: str) -> FileNotFoundError:
@@ -85,6 +120,7 @@ def load_results(results_dir: str | Path) -> Results:
             f"{folder / 'meta.json'} lacks 'cost_unit' (e.g. \"MACs\"); the report cannot "
             f"label costs without it"
         )
+    _check_files(folder, meta)
     budgets = meta.get("budgets")
     if budgets is not None and (
         not isinstance(budgets, list) or not all(isinstance(b, (int, float)) for b in budgets)
@@ -114,6 +150,8 @@ def load_results(results_dir: str | Path) -> Results:
             f"{folder / ('anytime.csv' if anytime.empty else 'curves.csv')} has no rows; "
             f"re-create it with `eebench run SUITE`"
         )
+    require_numbers(anytime, ["exit", "cost", "top1"], str(folder / "anytime.csv"))
+    require_numbers(curves, ["test_acc", "test_cost"], str(folder / "curves.csv"))
     require_fractions(anytime, ["top1", "top5", "overthinking"], str(folder / "anytime.csv"))
     require_fractions(curves, ["test_acc", "val_acc"], str(folder / "curves.csv"))
     summary = read("summary.csv", SUMMARY_COLUMNS) if (folder / "summary.csv").is_file() else None

@@ -16,27 +16,25 @@ Only numpy and the standard library are imported here: the ``store`` and
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import difflib
-import errno
 import hashlib
 import json
 import math
 import os
-import platform
 import re
 import secrets
 import shutil
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from eebench.errors import EebenchError
+from eebench.outputs import atomic_file, exchange_paths, fsync_path
+from eebench.provenance import package_versions
 from eebench.store.logitset import KINDS, LogitSet
 from eebench.store.validate import check_costs, check_values
 
@@ -51,6 +49,8 @@ VERIFIED = ".verified"
 LOCK_FILE = ".lock"
 #: Seconds a store operation waits for another process's commit before giving up.
 LOCK_TIMEOUT = 600.0
+#: Suffixes an entry name may not end with: a reference must never be both a file and an entry.
+FILE_SUFFIXES = (".npz", ".npy", ".pth", ".pt", ".csv")
 SMALL_FILES = ("labels.npy", "ids.npy", "costs.npy")
 MIN_PREFIX = 6
 SHORT_KEY = 12
@@ -304,58 +304,11 @@ def file_sha256(path: str | os.PathLike[str], bufsize: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of what produced an entry, read from package metadata (torch is never imported)."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    for pkg in ("eebench", "torch", "timm"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    if "eebench" not in out:
-        from eebench import __version__
-
-        out["eebench"] = __version__
-    return out
-
-
-def _fsync_path(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, arr, allow_pickle=False)
         f.flush()
         os.fsync(f.fileno())
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary sibling of ``path`` for writing; on success fsync it and
-    ``os.replace`` it onto ``path``, on failure remove it. Readers see the old file or the
-    new one, never half of one; a killed writer leaves only a ``*.tmp-*`` file."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -408,29 +361,7 @@ def write_logits_npy(path: Path, logits: np.ndarray, dtype: np.dtype) -> None:
         mm.flush()
     finally:
         del mm
-    _fsync_path(path)
-
-
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one atomic step (Linux ``renameat2``); False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(a), None, str(b))
+    fsync_path(path)
 
 
 # ---------------------------------------------------------------- the store
@@ -680,6 +611,11 @@ class LogitStore:
             raise StoreError(
                 f"invalid entry name {name!r}: use 1-128 letters, digits and . _ + @ = -, "
                 "starting with a letter or digit"
+            )
+        if name.lower().endswith(FILE_SUFFIXES):
+            raise StoreError(
+                f"entry name {name!r} ends like a file name ({', '.join(FILE_SUFFIXES)}), so it "
+                "could be mistaken for a file on disk; drop the suffix"
             )
         if len(name) >= MIN_PREFIX and _HEX_RE.match(name):
             raise StoreError(
@@ -1011,7 +947,7 @@ class LogitStore:
             "files": files,
         })
         _write_json(tmp / MANIFEST, manifest)
-        _fsync_path(tmp)
+        fsync_path(tmp)
         self._commit(tmp, key, overwrite, name)
 
     def _commit(self, tmp: Path, key: str, overwrite: bool, name: str | None) -> None:
@@ -1030,11 +966,11 @@ class LogitStore:
             else:
                 os.rename(tmp, final)
             self._forget_verdict(key)
-            _fsync_path(self.root)
+            fsync_path(self.root)
 
     def _swap_in(self, tmp: Path, final: Path) -> None:
         """Replace ``final`` by ``tmp``; afterwards ``tmp`` holds the old entry."""
-        if _exchange(tmp, final):
+        if exchange_paths(tmp, final):
             return
         aside = self.partial_dir / f"{final.name}-old-{secrets.token_hex(6)}"
         os.rename(final, aside)
