@@ -8,11 +8,15 @@ Imports happen inside the handlers, so commands that work on cached logits
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from eebench.errors import EebenchError
+from eebench.outputs import check_path_name, prepare_output_dir, prepare_output_file
 
 
 def _floats(text: str) -> list[float]:
@@ -22,6 +26,29 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers such as 1,2,3, got {text!r}"
         ) from None
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object such as '{{\"num_classes\": 10}}', got {text!r} ({exc.msg})"
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object ({{...}}), got {text!r}")
+    return value
+
+
+def _option(text: str) -> tuple[str, object]:
+    """NAME=VALUE; VALUE is read as JSON when it parses (numbers, lists, true), else a string."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE such as population=128, got {text!r}")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
 
 
 def _input_size(text: str) -> tuple[int, int, int]:
@@ -39,6 +66,15 @@ def _print_frame(df, floatfmt: str = ".4g") -> None:  # noqa: ANN001 (pandas is 
     from tabulate import tabulate
 
     print(tabulate(df, headers="keys", tablefmt="github", showindex=False, floatfmt=floatfmt))
+
+
+def _write_csv(frame, path: str) -> None:  # noqa: ANN001 (pandas is imported lazily)
+    """Write a table atomically (readers never see half a file)."""
+    from eebench.outputs import atomic_file
+
+    out = prepare_output_file(path, "--out")
+    with atomic_file(out, "w") as f:
+        frame.to_csv(f, index=False)
 
 
 # ---------------------------------------------------------------- zoo / costs
@@ -69,11 +105,13 @@ def cmd_costs(args: argparse.Namespace) -> int:
     from eebench.costs import CONVENTIONS, count_costs, format_costs_table
     from eebench.zoo import create_model
 
-    overrides = json.loads(args.overrides) if args.overrides else {}
+    overrides = args.overrides or {}
     if args.list_conventions:
         for name, text in CONVENTIONS.items():
             print(f"{name}: {text}\n")
         return 0
+    if args.csv:
+        prepare_output_file(args.csv, "--csv")
     if args.all:
         return _costs_all(args)
     if not args.name:
@@ -95,8 +133,7 @@ def _costs_all(args: argparse.Namespace) -> int:
 
     table = zoo_cost_table(convention=args.convention)
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.csv, index=False)
+        _write_csv(table, args.csv)
     if args.json:
         print(table.to_json(orient="records", indent=2))
     else:
@@ -112,6 +149,8 @@ def _costs_all(args: argparse.Namespace) -> int:
 def cmd_verify_costs(args: argparse.Namespace) -> int:
     from eebench.verify import COST_TOLERANCES, DEFAULT_COST_TOLERANCE, verify_costs
 
+    if args.csv:
+        prepare_output_file(args.csv, "--csv")
     result = verify_costs(
         sources=args.source or None, models=args.model or None, tolerance=args.tolerance,
         root=args.published_dir,
@@ -124,8 +163,7 @@ def cmd_verify_costs(args: argparse.Namespace) -> int:
         tols = ", ".join(f"{k} {100 * v:g}%" for k, v in COST_TOLERANCES.items())
         print(f"tolerances (relative): {tols}; other sources {100 * DEFAULT_COST_TOLERANCE:g}%")
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        result.to_csv(args.csv, index=False)
+        _write_csv(result, args.csv)
         print(f"written to {args.csv}")
     failed = result[result["status"] != "pass"]
     if len(failed):
@@ -143,7 +181,7 @@ def cmd_verify_checkpoint(args: argparse.Namespace) -> int:
     from eebench.verify import verify_checkpoint
     from eebench.zoo.checkpoint import CheckpointMismatchError
 
-    overrides = json.loads(args.overrides) if args.overrides else {}
+    overrides = args.overrides or {}
     try:
         info = verify_checkpoint(args.name, args.path, overrides)
     except CheckpointMismatchError as exc:
@@ -199,7 +237,25 @@ def cmd_store_ls(args: argparse.Namespace) -> int:
         print(f"store {store.root} is empty")
     else:
         _print_frame(df)
+    _print_store_health(store)
     return 0
+
+
+def _print_store_health(store) -> None:  # noqa: ANN001 (LogitStore, imported lazily)
+    """Broken entries and unfinished work: never silent, each with the command that repairs it."""
+    for key, problem in store.broken():
+        print(f"broken entry {key[:12]}: {problem}; remove it with `eebench store rm {key[:12]}`")
+    items = store.partial_items()
+    if items:
+        mb = sum(i.bytes for i in items) / 1e6
+        kinds = {k: sum(1 for i in items if i.kind == k and not i.active) for k in ("extraction", "leftover")}
+        active = sum(1 for i in items if i.active)
+        parts = [f"{n} {k}{'s' if n != 1 else ''}" for k, n in kinds.items() if n]
+        if active:
+            parts.append(f"{active} in use by a running process")
+        print(f"unfinished work in {store.partial_dir}: {', '.join(parts)} ({mb:.1f} MB); "
+              "`eebench store gc` removes leftovers, `--resumable` also the chunks of "
+              "interrupted extractions")
 
 
 def cmd_store_show(args: argparse.Namespace) -> int:
@@ -211,10 +267,32 @@ def cmd_store_verify(args: argparse.Namespace) -> int:
     store = _store(args)
     problems = store.verify(args.ref)
     for p in problems:
-        print(p)
-    n = len(store.ls()) if args.ref is None else 1
+        print(f"{p}; remove it with `eebench store rm {p.key[:12]}` and recreate it")
+    n = len(store.keys()) + len(store.broken()) if args.ref is None else 1
+    if args.ref is None:
+        _print_store_health(store)
     print(f"{'FAILED' if problems else 'OK'}: {n} entr{'y' if n == 1 else 'ies'} checked in {store.root}")
     return 1 if problems else 0
+
+
+def cmd_store_gc(args: argparse.Namespace) -> int:
+    store = _store(args)
+    removed = store.gc(resumable=args.resumable)
+    mb = sum(i.bytes for i in removed) / 1e6
+    print(f"removed {len(removed)} unfinished folder{'s' if len(removed) != 1 else ''} "
+          f"({mb:.1f} MB) from {store.partial_dir}")
+    left = store.partial_items()
+    if left:
+        print(f"kept {len(left)}: " + ", ".join(
+            f"{i.path.name} ({'in use' if i.active else i.kind})" for i in left))
+    return 0
+
+
+def cmd_store_rename(args: argparse.Namespace) -> int:
+    store = _store(args)
+    key = store.rename(args.ref, args.name or None)
+    print(f"entry {key[:12]} is now {'named ' + repr(args.name) if args.name else 'unnamed'}")
+    return 0
 
 
 def cmd_store_import(args: argparse.Namespace) -> int:
@@ -235,6 +313,7 @@ def cmd_store_import(args: argparse.Namespace) -> int:
 def cmd_store_export(args: argparse.Namespace) -> int:
     from eebench.store.formats import export_npz
 
+    prepare_output_file(args.out, "output")
     out = export_npz(_store(args), args.ref, args.out)
     print(f"exported {args.ref} to {out}")
     return 0
@@ -261,7 +340,8 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from eebench.train import train_on_dataset
 
-    overrides = json.loads(args.overrides) if args.overrides else {}
+    prepare_output_file(args.out, "--out")
+    overrides = args.overrides or {}
     result = train_on_dataset(
         args.model,
         dataset=args.dataset,
@@ -287,6 +367,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from eebench.evaluate import run_sweep
 
+    if args.out:
+        prepare_output_file(args.out, "--out")
     curve = run_sweep(
         args.source,
         costs=args.costs,
@@ -299,12 +381,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         budgets=args.budgets,
         calibration=args.calibration,
         store_root=args.store,
+        **dict(args.option or []),
     )
     cols = [c for c in ("param", "val_acc", "val_cost", "test_acc", "test_cost") if c in curve]
     _print_frame(curve[cols])
+    for param, note in zip(curve["param"], curve.get("note", [])):
+        if note:
+            print(f"note: at {param:g}: {note}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        curve.to_csv(args.out, index=False)
+        _write_csv(curve, args.out)
         print(f"{len(curve)} operating points written to {args.out}")
     return 0
 
@@ -324,6 +409,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from eebench.report import build_report
 
+    if args.out:
+        prepare_output_dir(args.out, "--out")
     published = None
     if args.published:
         from eebench.report.published import published_overlay
@@ -337,6 +424,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_import_curve(args: argparse.Namespace) -> int:
     from eebench.report.imported import import_curve, write_imported
 
+    prepare_output_file(args.out, "--out")
     frame = import_curve(
         args.path, args.format, cost_unit=args.cost_unit, source=args.source or Path(args.out).stem,
         model=args.model, dataset=args.dataset, flops_path=args.flops,
@@ -355,6 +443,8 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         ablation_table,
     )
 
+    check_path_name(args.stem, "--stem")
+    prepare_output_dir(args.out, "--out")
     variants = args.variants.split(",") if args.variants else None
     if args.published:
         from eebench.report.published import load_published
@@ -419,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="counting convention: fvcore or msdnet (default: the one the model's paper used)",
     )
-    sp.add_argument("--overrides", help='model overrides as JSON, e.g. \'{"num_classes": 10}\'')
+    sp.add_argument("--overrides", type=_json_object,
+                    help='model overrides as JSON, e.g. \'{"num_classes": 10}\'')
     sp.add_argument("--no-check", action="store_true", help="skip the ptflops cross-check")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sp.add_argument("--list-conventions", action="store_true", help="describe the counting conventions")
@@ -447,8 +538,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("ref")
     sp.add_argument("out", help="output .npz path")
     store_opt(sp)
-    sp = add("rm", "remove an entry", cmd_store_rm, ssub)
+    sp = add("rm", "remove an entry (also a broken one, by its key)", cmd_store_rm, ssub)
     sp.add_argument("ref")
+    store_opt(sp)
+    sp = add("rename", "give an entry a new name (an empty name removes it)", cmd_store_rename, ssub)
+    sp.add_argument("ref", help="entry name, key or key prefix")
+    sp.add_argument("name", help="the new name ('' for none)")
+    store_opt(sp)
+    sp = add("gc", "remove what interrupted writes left in the store's .partial/ folder",
+             cmd_store_gc, ssub)
+    sp.add_argument("--resumable", action="store_true",
+                    help="also remove the chunks of interrupted extractions (they cannot resume then)")
     store_opt(sp)
 
     data = sub.add_parser("data", help="list data sets", description="Data sets.")
@@ -458,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", "train a multi-exit model on a small data set (CPU is fine)", cmd_train)
     sp.add_argument("model", help="registered model name")
     sp.add_argument("--dataset", default="digits")
-    sp.add_argument("--overrides", help='model overrides as JSON, e.g. \'{"num_classes": 10}\'')
+    sp.add_argument("--overrides", type=_json_object,
+                    help='model overrides as JSON, e.g. \'{"num_classes": 10}\'')
     sp.add_argument("--epochs", type=int, default=10)
     sp.add_argument("--lr", type=float, default=0.1)
     sp.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
@@ -479,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--grid", default=None, help="q grid name (msdnet, imta, dvt, dynperceiver, eenet) or values")
     sp.add_argument("--budgets", type=_floats, help="target mean costs, in the unit of --costs")
     sp.add_argument("--calibration", default=None, help="temperature (per-exit temperature scaling)")
+    sp.add_argument("--option", action="append", type=_option, metavar="NAME=VALUE",
+                    help="a solver option, repeatable, e.g. --option population=128 "
+                    "--option generations=60 (ga); an unknown name lists the accepted ones")
     sp.add_argument("--out", help="write the curve as CSV")
     store_opt(sp)
 
@@ -534,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("checkpoint", "strict-load an official checkpoint into a zoo model", cmd_verify_checkpoint, vsub)
     sp.add_argument("name", help="zoo model name")
     sp.add_argument("path", help="checkpoint file")
-    sp.add_argument("--overrides", help="model overrides as JSON")
+    sp.add_argument("--overrides", type=_json_object, help="model overrides as JSON")
     sp = add("accuracy", "reproduce published per-exit top-1 with official checkpoints",
              cmd_verify_accuracy, vsub)
     sp.add_argument("suite", help="accuracy suite, e.g. suites/verify_imagenet.toml")
@@ -547,19 +651,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a user's mistake or an OS fault ends in one line on stderr and exit
+    status 2 (``EEBENCH_DEBUG=1`` shows the traceback instead)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
+        return status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as exc:
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) has gone: stop quietly, as Unix tools do
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except (EebenchError, ValueError, KeyError, OSError) as exc:
         if os.environ.get("EEBENCH_DEBUG"):
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"eebench {args.command}: error: {msg}", file=sys.stderr)
+        print(f"eebench {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line; OS errors say which file and what happened."""
+    if isinstance(exc, KeyError) and exc.args and not isinstance(exc, EebenchError):
+        msg = str(exc.args[0])
+    elif isinstance(exc, OSError) and not isinstance(exc, EebenchError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        msg = f"{where}{exc.strerror}"
+    else:
+        msg = str(exc) or type(exc).__name__
+    return " ".join(msg.split())
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ from __future__ import annotations
 class EebenchError(Exception):
     """An error eebench raised deliberately; its message is meant for the user."""
 
+    def __str__(self) -> str:
+        # the message itself, also for subclasses of KeyError (which would quote it)
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
 
 class DataError(EebenchError, ValueError):
     """Values that cannot be what they claim: NaN logits, probabilities that do not sum to

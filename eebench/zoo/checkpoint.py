@@ -8,6 +8,7 @@ mismatch names the first missing and unexpected keys and differing shapes.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,10 @@ from torch import nn
 from eebench.errors import EebenchError
 
 CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "net", "module")
+
+
+class CheckpointReadError(EebenchError, ValueError):
+    """A checkpoint file that cannot be read safely (empty, truncated, not torch, pickled code)."""
 
 
 class CheckpointMismatchError(EebenchError, RuntimeError):
@@ -85,10 +90,30 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, torch.Tenso
 
 def read_checkpoint(path: str | Path) -> Any:
     """The object a checkpoint file holds, read with ``weights_only=True`` on the CPU."""
-    path = Path(path)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointReadError(f"checkpoint {path} is a folder; give the path of a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; give the path of a local file")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if path.stat().st_size == 0:
+        raise CheckpointReadError(f"checkpoint {path} is empty (0 bytes); copy it again")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 torch raises EOFError, UnpicklingError, RuntimeError, ...
+        text = " ".join(str(exc).split())
+        # torch's own text advises weights_only=False (arbitrary code); keep only the cause
+        detail = text.split("WeightsUnpickler error:")[-1].split(" Check the documentation")[0]
+        if "weights_only" in detail:
+            detail = ""
+        raise CheckpointReadError(
+            f"checkpoint {path} cannot be read as a PyTorch file of tensors "
+            f"(torch.load with weights_only=True: {type(exc).__name__}"
+            f"{': ' + detail.strip()[:200] if detail.strip() else ''}); "
+            "it is truncated, not a torch checkpoint, or holds Python objects eebench will not "
+            "unpickle. Re-save it as a state_dict (torch.save(model.state_dict(), path))"
+        ) from None
 
 
 def load_checkpoint_object(model: nn.Module, obj: Any, source: str) -> dict[str, torch.Tensor]:
