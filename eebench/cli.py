@@ -413,9 +413,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         prepare_output_dir(args.out, "--out")
     published = None
     if args.published:
+        from eebench.report.index import results_dataset
         from eebench.report.published import published_overlay
 
-        published = published_overlay(args.published, dataset=args.published_dataset)
+        published = published_overlay(args.published, dataset=args.published_dataset,
+                                      results_dataset=results_dataset(args.results_dir))
     index = build_report(args.results_dir, args.out, published=published)
     print(f"report: {index}")
     return 0

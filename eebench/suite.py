@@ -321,8 +321,13 @@ def published_rows(suite: dict[str, Any]) -> Any:
         return None
     return published_overlay(
         r["published"], dataset=r["published_dataset"], models=r["published_models"],
-        citation=r["published_citation"],
+        citation=r["published_citation"], results_dataset=suite_dataset(suite),
     )
+
+
+def suite_dataset(suite: dict[str, Any]) -> str | None:
+    """The data set a suite's models run on (None for a suite of logits or papers only)."""
+    return suite["data"]["dataset"] if suite.get("data") else None
 
 
 @dataclass
@@ -579,6 +584,7 @@ def _write_meta(out_dir: Path, suite: dict[str, Any], path: str | Path, command:
     name = suite["suite"]["name"]
     meta = {
         "suite": name,
+        "dataset": suite_dataset(suite),
         "title": suite["report"]["title"] or suite["suite"]["description"] or name,
         "cost_unit": "MACs",
         "cost_convention": suite["costs"]["convention"] or "each model's paper convention",

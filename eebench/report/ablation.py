@@ -166,12 +166,14 @@ def published_points_table(published: pd.DataFrame, scale: CostScale) -> Table:
             where = r["point"]
         cost = float(scale.from_gmacs(np.array([float(r["gmacs"])]))[0])
         rows.append([
-            Cell(str(r["model"])), Cell(str(r["source"])), Cell(str(r["setting"])), Cell(where),
+            Cell(str(r["model"])), Cell(str(r["source"])), Cell(str(r.get("dataset", ""))),
+            Cell(str(r["setting"])), Cell(where),
             Cell(format_cost(cost)), Cell(f"{float(r['top1']):.2f}"),
             Cell(str(r.get("citation", "")) + (" (read off a figure)" if r.get("from_figure") is True else "")),
         ])
     return Table(
         "published_numbers", "Published numbers drawn in the figures",
-        ["model", "source", "setting", "exit / point", f"cost ({scale.label})", "top-1 (%)", "cited from"],
+        ["model", "source", "data set", "setting", "exit / point", f"cost ({scale.label})", "top-1 (%)",
+         "cited from"],
         rows,
     )

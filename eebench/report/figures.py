@@ -112,26 +112,45 @@ def _legend_below(fig: Figure, axes: Sequence[Axes], ncols: int, axes_height: fl
 
 def _draw_published(ax: Axes, pub: pd.DataFrame, scale: CostScale, markers: dict) -> None:
     """Draw published series (rows of one setting), one hollow marker shape per series."""
-    for (source, model), sub in pub.groupby(["source", "model"], sort=False):
+    for key, sub in pub.groupby(_series_keys(pub), sort=False):
         sub = sub.sort_values("gmacs")
         ax.plot(
             scale.from_gmacs(sub["gmacs"]),
             sub["top1"].to_numpy(dtype=np.float64),
             linestyle=":",
             color=PUBLISHED_GREY,
-            marker=markers[(source, model)],
+            marker=markers[key],
             markerfacecolor="none",
             markeredgecolor=PUBLISHED_GREY,
             markeredgewidth=0.8,
             linewidth=1.0,
-            label=published_label(str(model), str(source)),
+            label=_series_label(pub, key),
             zorder=1.5,
         )
 
 
+def _series_keys(pub: pd.DataFrame) -> list[str]:
+    """What makes one published line: a model of one paper, on one data set, from one table
+    or figure. Points of different data sets or tables are never joined."""
+    return [c for c in ("source", "model", "dataset", "citation") if c in pub.columns]
+
+
+def _series_label(pub: pd.DataFrame, key: tuple) -> str:
+    """The model and paper, plus the data set (and the table) where the figure has several."""
+    fields = dict(zip(_series_keys(pub), key))
+    label = published_label(str(fields["model"]), str(fields["source"]))
+    if "dataset" in fields and pub["dataset"].nunique() > 1:
+        label = label[:-1] + f", {fields['dataset']})"
+    if "citation" in fields:
+        same = pub[(pub["source"] == fields["source"]) & (pub["model"] == fields["model"])]
+        if same["citation"].nunique() > 1:
+            label = label[:-1] + f", {str(fields['citation']).rsplit(',', 1)[-1].strip()})"
+    return label
+
+
 def _published_markers(pub: pd.DataFrame) -> dict:
     """The same marker for a published series in every panel."""
-    keys = list(pub.groupby(["source", "model"], sort=False).groups)
+    keys = list(pub.groupby(_series_keys(pub), sort=False).groups)
     return {k: PUBLISHED_MARKERS[i % len(PUBLISHED_MARKERS)] for i, k in enumerate(keys)}
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eebench.errors import EebenchError
+from eebench.outputs import check_path_name
 from eebench.report.frames import (
     ANYTIME_COLUMNS,
     CURVE_COLUMNS,
@@ -163,6 +164,21 @@ def load_results(results_dir: str | Path) -> Results:
     return Results(folder, meta, anytime, curves, summary, reliability)
 
 
+def results_dataset(results_dir: str | Path) -> str | None:
+    """The data set a results folder was measured on: meta.json's ``dataset``, else the
+    resolved suite's [data] table; None when neither says (logits or papers only)."""
+    folder = Path(results_dir)
+    for name, get in (("meta.json", lambda d: d.get("dataset")),
+                      ("suite.resolved.json", lambda d: (d.get("data") or {}).get("dataset"))):
+        try:
+            value = get(json.loads((folder / name).read_text()))
+        except (OSError, ValueError, AttributeError, TypeError):
+            continue
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
@@ -204,6 +220,7 @@ def build_report(
             raise ValueError(
                 f"{res.folder / 'meta.json'} has no 'suite' name; pass the report folder explicitly"
             )
+        check_path_name(suite, f"{res.folder / 'meta.json'}: suite")
         reports_dir = Path("reports") / suite
     out = Path(reports_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -188,6 +188,10 @@ def select_published(
     whose citation contains ``citation`` (e.g. "Table 5"); unknown model names fail."""
     df = published
     if dataset is not None:
+        if dataset not in DATASETS:
+            raise PublishedError(
+                f"unknown data set {dataset!r} for published numbers; known: {', '.join(DATASETS)}"
+            )
         df = df[df["dataset"] == dataset]
     if settings is not None:
         df = df[df["setting"].isin(list(settings))]
@@ -212,10 +216,41 @@ def published_overlay(
     models: Iterable[str] | None = None,
     citation: str | None = None,
     root: str | os.PathLike[str] | None = None,
+    results_dataset: str | None = None,
 ) -> pd.DataFrame:
     """The rows of ``sources`` that a report draws beside measured curves (anytime and
-    budgeted), filtered as ``select_published`` does."""
-    return select_published(
-        load_published(sources, root), dataset=dataset, models=models, citation=citation,
-        settings=("anytime", "budgeted"),
-    )
+    budgeted), filtered as ``select_published`` does, and always of one data set.
+
+    Numbers of different data sets on one accuracy axis mislead, so the data set is the
+    results' own (``results_dataset``, when it is one the papers report), else ``dataset``,
+    else the only one the selected rows have; when none of these decides, or ``dataset``
+    contradicts the results, or nothing is left, the call fails and says what to pass.
+    """
+    rows = load_published(sources, root)
+    rows = rows[rows["setting"].isin(["anytime", "budgeted"])]
+    names = ", ".join(sources)
+    if results_dataset in DATASETS:
+        if dataset is not None and dataset != results_dataset:
+            raise PublishedError(
+                f"the results are on {results_dataset}, but published rows of {dataset} were "
+                f"asked for; numbers of two data sets cannot share an accuracy axis (drop the "
+                "published data set, or report results of that data set)"
+            )
+        dataset = results_dataset
+    if dataset is None:
+        present = sorted(set(rows["dataset"]))
+        if len(present) > 1:
+            raise PublishedError(
+                f"published rows of {names} cover {len(present)} data sets ({', '.join(present)}) "
+                "and the results do not say which one they are on; choose one "
+                "(--published-dataset / report.published_dataset)"
+            )
+        dataset = present[0] if present else None
+    out = select_published(rows, dataset=dataset, models=models, citation=citation)
+    if out.empty:
+        raise PublishedError(
+            f"{names} has no anytime or budgeted rows for data set {dataset}"
+            + (f" cited from {citation!r}" if citation else "")
+            + f"; data sets with rows: {', '.join(sorted(set(rows['dataset']))) or 'none'}"
+        )
+    return out
