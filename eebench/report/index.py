@@ -136,7 +136,12 @@ def load_results(results_dir: str | Path) -> Results:
         try:
             df = pd.read_csv(path)
         except pd.errors.EmptyDataError:
-            raise ValueError(f"{path} is empty; re-create it with `eebench run SUITE`") from None
+            raise ResultsError(f"{path} is empty; re-create it with `eebench run SUITE`") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise ResultsError(
+                f"{path} cannot be read as CSV ({' '.join(str(exc).split())}): the file is "
+                "truncated or damaged; re-create it with `eebench run SUITE`"
+            ) from None
         require_columns(df, columns, str(path))
         if "model" in df.columns:
             df["model"] = df["model"].astype(str)
