@@ -13,15 +13,11 @@ import json
 import shlex
 import sys
 import time
+import tomllib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 from eebench.errors import OutputPathError
 from eebench.outputs import atomic_dir, check_path_name, prepare_output_dir
@@ -31,6 +27,26 @@ SCORES = ("confidence", "entropy", "margin")
 SOLVERS = ("geometric", "exact", "sweep", "ga")
 BASELINES = ("oracle", "random", "static")
 CALIBRATIONS = ("temperature",)
+
+
+def _costs(value: list[float]) -> str | None:
+    from eebench.store.validate import check_costs
+
+    try:
+        check_costs(value, "costs")
+    except ValueError as exc:
+        return str(exc).removeprefix("costs: ")
+    return None
+
+
+def _budgets(value: list[float]) -> str | None:
+    from eebench.store.validate import check_budgets
+
+    try:
+        check_budgets(value)
+    except ValueError as exc:
+        return str(exc).removeprefix("budgets: ")
+    return None
 
 
 def _fraction_table(value: dict[str, Any]) -> str | None:
@@ -77,7 +93,8 @@ POLICY = Table(
         "score": Field(str, default="confidence", check=one_of(SCORES)),
         "solver": Field(str, default="geometric", check=one_of(SOLVERS + BASELINES)),
         "grid": Field((str, list), default=None, doc="q grid name or list of values"),
-        "budgets": Field(list, default=None, items=float, doc="target mean costs, in MACs"),
+        "budgets": Field(list, default=None, items=float, check=_budgets,
+                         doc="target mean costs, in MACs"),
         "calibration": Field(str, default=None, check=one_of(CALIBRATIONS)),
         "thresholds": Field(list, default=None, items=float, doc="sweep: threshold grid"),
         "like": Field(str, default=None, doc="random: the policy label whose exit fractions it copies"),
@@ -93,7 +110,7 @@ LOGITS = Table(
     {
         "label": Field(str, required=True, doc="display name in figures and tables"),
         "source": Field(str, required=True, doc=".npz file of logits and labels, or a store entry"),
-        "costs": Field(list, default=None, items=float,
+        "costs": Field(list, default=None, items=float, check=_costs,
                        doc="cumulative cost per exit (required when the source has none)"),
         "cost_unit": Field(str, default="MACs", check=one_of(list(COST_UNITS)),
                            doc="unit of costs"),
@@ -157,7 +174,8 @@ SUITE = Table(
                     "ece_bins": Field(int, default=15, check=positive),
                     "n_boot": Field(int, default=200, check=positive),
                     "seed": Field(int, default=0),
-                    "budgets": Field(list, default=None, items=float, doc="costs for tables, MACs"),
+                    "budgets": Field(list, default=None, items=float, check=_budgets,
+                                     doc="costs for tables, MACs"),
                 }
             ),
         ),
@@ -591,7 +609,7 @@ def _write_meta(out_dir: Path, suite: dict[str, Any], path: str | Path, command:
         "published": suite["report"]["published"],
         "command": command or " ".join(shlex.quote(a) for a in ["eebench", "run", str(path)]),
         "suite_file": str(path),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": package_versions(),
         "budgets": suite["evaluate"]["budgets"],
         "models": provenance,

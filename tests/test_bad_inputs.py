@@ -486,3 +486,21 @@ def test_closed_pipe_is_quiet(tmp_path) -> None:
     proc = subprocess.run(f"'{EEBENCH}' zoo list | head -n 1", shell=True, capture_output=True,
                           text=True, timeout=300)
     assert proc.stdout.strip() and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_a_suite_report_says_which_budgets_were_not_reached(capsys, tmp_path, good, store) -> None:
+    suite = _suite(tmp_path, good, "budgets")
+    suite.write_text(suite.read_text() + (
+        '\n[[policies]]\nscore = "confidence"\nsolver = "ga"\nbudgets = [1.5, 2.9, 3.0, 3.5]\n'
+        "generations = 2\npopulation = 8\n"
+    ))
+    code, _out, err = run(capsys, "run", suite, "--results", tmp_path / "results",
+                          "--reports", tmp_path / "reports", "--store", store)
+    assert code == 0, err
+    import pandas as pd
+
+    curves = pd.read_csv(tmp_path / "results" / "budgets" / "curves.csv", keep_default_na=False)
+    ga = curves[curves["policy"] == "confidence/ga"]
+    assert len(ga) < 4 and ga["note"].str.contains("not reached").any()
+    index = (tmp_path / "reports" / "budgets" / "index.md").read_text()
+    assert "What the solvers could not do" in index and "not reached" in index

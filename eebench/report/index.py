@@ -324,6 +324,19 @@ def build_report(
     return index
 
 
+def _solver_notes(curves: pd.DataFrame) -> list[str]:
+    """One line per operating point a solver flagged (e.g. a budget it could not use)."""
+    if "note" not in curves.columns:
+        return []
+    out = []
+    for r in curves.to_dict("records"):
+        note = r.get("note")
+        if isinstance(note, str) and note.strip():
+            at = f" at {r['param']:g}" if isinstance(r.get("param"), (int, float)) else ""
+            out.append(f"{r['model']}, {r['policy']}{at}: {note}")
+    return out
+
+
 def _index_text(
     res: Results,
     out: Path,
@@ -380,6 +393,11 @@ def _index_text(
             f"LaTeX: [{t.stem}.tex]({t.stem}.tex) · Markdown: [{t.stem}.md]({t.stem}.md)",
             "",
         ]
+    notes = _solver_notes(res.curves)
+    if notes:
+        lines += ["## What the solvers could not do", ""]
+        lines += [f"- {n}" for n in notes]
+        lines.append("")
     if skipped:
         lines += ["## Not in this report", ""]
         lines += [f"- {s}" for s in skipped]

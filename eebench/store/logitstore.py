@@ -26,7 +26,7 @@ import secrets
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -943,7 +943,7 @@ class LogitStore:
             "costs": [None if not math.isfinite(c) else float(c) for c in costs.tolist()],
             "exit_names": list(logitset.exit_names),
             "versions": package_versions(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "files": files,
         })
         _write_json(tmp / MANIFEST, manifest)
