@@ -121,7 +121,7 @@ def test_work_that_only_later_exits_read_is_charged_to_the_exit_that_ran_it() ->
             yield 1, self.head1(s)
 
     a, side, head0, head1 = 3 * 4 * 16, 3 * 2 * 16, 64 * 2, 32 * 2
-    for convention in CONVENTIONS:
+    for convention in [c for c in CONVENTIONS if c != "dynperceiver"]:  # Dyn-Perceiver only
         costs = count_costs(SideBranch(), convention=convention)
         assert costs.macs == [a + side + head0, a + side + head0 + head1], convention
         assert costs.check_macs == costs.macs
@@ -164,9 +164,31 @@ class ParameterListModel(MultiExitModel):
         yield 0, self.block(x[:, 0] + self.pos[0]).mean(1)
 
 
-def test_parameter_lists_of_a_module_that_ran_are_counted() -> None:
+def test_parameters_count_when_read_not_when_owned() -> None:
+    # pos[0] is read (indexed, never called); pos[1] belongs to the model but is never read
     costs = count_costs(ParameterListModel(), cross_check=False)
-    assert costs.params == [4 * 4 + 4 + 3 * 4 + 5 * 4]
+    assert costs.params == [4 * 4 + 4 + 3 * 4]
+
+
+class FusedQkvModel(MultiExitModel):
+    """A parent that reads its child's weight through F.linear (fused qkv, as BEiT and EVA)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(4, 12)
+        self.later = nn.Linear(12, 2)
+        self.exits = ["a", "b"]
+        self.config = ModelConfig(name="qkv", num_classes=2, input_size=(1, 3, 4))
+
+    def iter_exits(self, x):
+        h = torch.nn.functional.linear(x[:, 0, 0], self.qkv.weight, self.qkv.bias)  # no module call
+        yield 0, h[:, :2]
+        yield 1, self.later(h)
+
+
+def test_weights_read_without_calling_their_module_are_counted() -> None:
+    costs = count_costs(FusedQkvModel(), convention="msdnet", cross_check=False)
+    assert costs.params == [4 * 12 + 12, 4 * 12 + 12 + 12 * 2 + 2]
 
 
 def test_cross_check_agrees_on_the_tiny_model() -> None:
@@ -421,3 +443,16 @@ def test_msdnet_imagenet_costs_and_params_match_the_papers() -> None:
     assert _mmacs(step7) == pytest.approx(MSDNET_MMACS["msdnet_imagenet_step7"], rel=0.01)
     mparams = [p / 1e6 for p in step7.params]
     assert mparams == pytest.approx([8.76, 20.15, 31.73, 41.86, 62.31], rel=0.01)
+
+
+# --------------------------------------------------------------------------- dynperceiver
+
+
+def test_dynperceiver_convention_is_listed_and_refuses_other_models(capsys) -> None:
+    from eebench.cli import main
+
+    assert "forward_calc_flops" in CONVENTIONS["dynperceiver"]
+    assert main(["costs", "--list-conventions"]) == 0
+    assert "\ndynperceiver: The per-exit costs" in "\n" + capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"prices Dynamic Perceiver models only .* TwoExitConv"):
+        count_costs(TwoExitConv(), convention="dynperceiver")

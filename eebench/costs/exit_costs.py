@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
+    import torch
     from torch import nn
 
     from eebench.zoo.base import MultiExitModel
@@ -54,6 +55,22 @@ CONVENTIONS: dict[str, str] = {
         "computed functionally outside those modules (attention, F.linear) count nothing "
         "and are listed in the notes."
     ),
+    "dynperceiver": (
+        "The per-exit costs of Dynamic Perceiver's official code (LeapLabTHU/Dynamic_Perceiver), "
+        "for Dynamic Perceiver models only. RegNetY and MobileNetV3 backbones: the rules of its "
+        "analytic counter (forward_calc_flops), applied with forward hooks each time a module "
+        "runs: Conv2d counts Cin*Cout*kh*kw*Hout*Wout/groups and Linear rows*in*out (no biases); "
+        "attention counts its two matrix products Lq*Lk*(d_qk + d_v); adaptive average pooling "
+        "1 per input element; the mean of the final latents 1 per element; norms, activations, "
+        "softmax, dropout and additions nothing; RegNet's squeeze-excitation nothing (MobileNetV3's "
+        "counts); the token expander is charged for the tokens that entered the token mixer "
+        "before it (twice those it projects). An exit is charged its own head only: the earlier "
+        "exits' heads (early_classifier3, isc3, classifier_att) and isc4 are left out of later "
+        "exits, as the official counter leaves them out. ResNet backbones: fvcore's rules on a "
+        "trace that returns only exit k's logits, as the official code counts them, so work "
+        "that reaches no returned logit is dropped (at the cnn exit: the latent stage 4 and the "
+        "earlier heads)."
+    ),
 }
 
 
@@ -77,8 +94,8 @@ class ExitCosts:
 
     ``macs[k]`` and ``params[k]`` include everything that ran before exit k,
     the heads of the earlier exits included, because a sample that leaves at
-    exit k has paid for them. ``params`` counts each parameter of every module
-    that ran once, however often the module ran.
+    exit k has paid for them. ``params`` counts each parameter the run up to exit k
+    read, once, however often it was read.
     """
 
     model: str
@@ -211,45 +228,43 @@ def _check_convention(convention: str) -> None:
         )
 
 
-def _ran_modules_tracker(root: nn.Module) -> tuple[set[int], list[Any]]:
-    """Forward hooks that record which modules ran; returns (ids, handles)."""
-    ran: set[int] = set()
-    handles = [m.register_forward_hook(lambda mod, i, o: ran.add(id(mod))) for m in root.modules()]
-    return ran, handles
+def _params_read(root: nn.Module, x: torch.Tensor) -> int:
+    """Parameters that a run of ``root`` on ``x`` actually reads, each once.
 
-
-def _params_of_ran_modules(root: nn.Module, ran: set[int]) -> int:
-    """Parameters owned by the modules that ran, each parameter once.
-
-    A module's own (non-recursive) parameters are counted when it ran; its
-    children are counted on their own. A submodule invoked through
-    ``.forward()`` or another method instead of a call fires no hook and is
-    missed, as fvcore misses it too. ParameterList/ParameterDict children of a
-    module that ran count with it (they hold e.g. position embeddings and are
-    indexed, not called). nn.MultiheadAttention uses its
-    ``out_proj`` weights without calling ``out_proj``, so all of its parameters
-    count when it ran.
+    Every torch function call is watched (a ``TorchFunctionMode``) and each parameter
+    passed to one is counted: weights used through their module, through ``F.linear``
+    in a parent's code (fused qkv in BEiT/EVA, MultiheadAttention's out_proj), indexed
+    from a ParameterList (position embeddings) or read by a method such as a relative
+    position table. Parameters of heads and stages that never run are never read.
     """
-    from torch import nn
+    import torch
+    from torch.overrides import TorchFunctionMode
 
-    seen: set[int] = set()
-    total = 0
-    for m in root.modules():
-        if id(m) not in ran:
-            continue
-        params = list(
-            m.parameters(recurse=True)
-            if isinstance(m, nn.MultiheadAttention)
-            else m.parameters(recurse=False)
-        )
-        for child in m.children():  # containers of parameters are read, never called
-            if isinstance(child, (nn.ParameterList, nn.ParameterDict)):
-                params.extend(child.parameters())
-        for p in params:
-            if id(p) not in seen:
-                seen.add(id(p))
-                total += p.numel()
-    return total
+    owned = {id(p): p.numel() for p in root.parameters()}
+    read: set[int] = set()
+
+    def visit(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            if id(obj) in owned:
+                read.add(id(obj))
+        elif isinstance(obj, (list, tuple)):
+            for o in obj:
+                visit(o)
+        elif isinstance(obj, dict):
+            for o in obj.values():
+                visit(o)
+
+    class ParamReads(TorchFunctionMode):
+        """Records parameters passed to any torch function."""
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            visit(args)
+            visit(kwargs or {})
+            return func(*args, **(kwargs or {}))
+
+    with ParamReads():
+        root(x)
+    return sum(owned[i] for i in read)
 
 
 def count_costs(
@@ -292,6 +307,11 @@ def count_costs(
 
     if convention == "fvcore":
         from eebench.costs.fvcore_counter import count_fvcore as counter
+    elif convention == "dynperceiver":
+        from eebench.costs.dynperceiver_counter import check_model
+        from eebench.costs.dynperceiver_counter import count_dynperceiver as counter
+
+        check_model(model)
     else:
         from eebench.costs.msdnet_counter import count_msdnet as counter
 
@@ -307,7 +327,6 @@ def count_costs(
             for k in range(len(exits)):
                 truncated = TruncatedModel(model, k)
                 x = torch.zeros((1, *size), dtype=dtype, device=device)
-                ran, handles = _ran_modules_tracker(truncated)
                 try:
                     result = counter(truncated, x)
                 except Exception as exc:
@@ -316,14 +335,8 @@ def count_costs(
                         f"{'x'.join(map(str, size))} under the {convention} convention failed: "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
-                finally:
-                    for h in handles:
-                        h.remove()
-                # The model itself runs through iter_exits, never its __call__, so no hook
-                # fires for it; its own parameters (position embeddings, ...) still count.
-                ran.add(id(model))
                 macs.append(float(result.macs))
-                params.append(_params_of_ran_modules(truncated, ran))
+                params.append(_params_read(truncated, x))
                 if k == len(exits) - 1:  # the last run contains every earlier one
                     notes.update(dict.fromkeys(result.notes))
                 if check is not None:

@@ -429,7 +429,7 @@ class DynPerceiver(MultiExitModel):
                 "conversion, and load_checkpoint takes 'model'. To evaluate the EMA weights "
                 "(--model_ema_eval), save checkpoint['model_ema'] on its own and load that."
             ),
-            cost_convention="fvcore",
+            cost_convention="dynperceiver",
         )
 
     # -- pieces of the two branches -------------------------------------------------------
