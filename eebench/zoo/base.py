@@ -9,7 +9,7 @@ measurement on one code path.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -62,8 +62,17 @@ class MultiExitModel(nn.Module):
     def num_exits(self) -> int:
         return len(self.exits)
 
-    def iter_exits(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield ``(k, logits_k)`` for k = 0..K-1, computing only what exit k needs."""
+    def iter_exits(self, x: torch.Tensor) -> Generator[tuple[int, torch.Tensor], Any, None]:
+        """Yield ``(k, logits_k)`` for k = 0..K-1, computing only what exit k needs.
+
+        Real early exit with a batch: after receiving exit k's logits, a caller may
+        ``send`` a boolean keep-mask over the rows it just received (``True`` = this
+        sample continues). The model then slices every piece of state it carries to the
+        kept rows and computes the next exits for those samples only; the logits it
+        yields next have one row per kept sample, in the same order. Sending ``None``
+        (what a ``for`` loop does) keeps every row. Implementations read the mask with
+        ``keep = yield k, logits`` and apply it with ``keep_rows``. See ``run_exits``.
+        """
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -81,6 +90,39 @@ class MultiExitModel(nn.Module):
             if k == exit_index:
                 break
         return out
+
+
+def keep_rows(state: Any, keep: torch.Tensor | None) -> Any:
+    """``state`` with every tensor sliced to the rows where ``keep`` is True (dim 0), through
+    nested lists, tuples and dicts; non-tensors pass through. ``None`` keeps everything.
+
+    Carried state must be batch-first for this to be right: a model whose state is not
+    (e.g. sequence-first attention tensors) slices that piece itself.
+    """
+    if keep is None:
+        return state
+    if isinstance(state, torch.Tensor):
+        return state[keep] if state.dim() else state
+    if isinstance(state, list):
+        return [keep_rows(s, keep) for s in state]
+    if isinstance(state, tuple):
+        return tuple(keep_rows(s, keep) for s in state)
+    if isinstance(state, dict):
+        return {k: keep_rows(v, keep) for k, v in state.items()}
+    return state
+
+
+def check_keep(keep: Any, rows: int) -> torch.Tensor | None:
+    """The keep-mask a caller sent into ``iter_exits``, checked: a bool tensor of ``rows``."""
+    if keep is None:
+        return None
+    if not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or keep.shape != (rows,):
+        raise ValueError(
+            f"iter_exits expects a bool keep-mask of shape ({rows},) (one entry per row of the "
+            f"logits just yielded), got {getattr(keep, 'dtype', type(keep).__name__)} of shape "
+            f"{tuple(getattr(keep, 'shape', ()))}"
+        )
+    return keep
 
 
 class TruncatedModel(nn.Module):
