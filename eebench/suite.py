@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eebench.errors import OutputPathError
+from eebench.errors import DataError, OutputPathError
 from eebench.outputs import atomic_dir, check_path_name, prepare_output_dir
 from eebench.schema import Field, SuiteError, Table, one_of, positive, validate_table
 
@@ -478,6 +478,7 @@ def run_suite(
     from eebench.report import build_report, reliability_table
     from eebench.store import LogitStore, default_store_root
     from eebench.store.logitstore import file_sha256
+    from eebench.store.validate import check_costs
     from eebench.zoo.checkpoint import state_dict_sha256
 
     t0 = time.time()
@@ -536,6 +537,13 @@ def run_suite(
         model.eval()
         costs = count_costs(model, convention=suite["costs"]["convention"],
                             cross_check=suite["costs"]["cross_check"])
+        try:
+            check_costs(costs.macs, "costs")
+        except DataError as exc:  # a convention that is not cumulative cannot price exits
+            raise SuiteError(
+                f"{path}: models[{label}]: {exc} under the {costs.convention!r} counting "
+                "convention; set [costs] convention = \"fvcore\" to count cumulative work"
+            ) from None
         cf = costs.to_frame()
         cf.insert(0, "model", label)
         cost_rows.append(cf)

@@ -33,7 +33,7 @@ from eebench.store.logitstore import (
     check_logit_dtype,
     identity_key,
 )
-from eebench.store.validate import check_values
+from eebench.store.validate import check_costs, check_values
 
 JOB_FILE = "job.json"
 CHUNK_PATTERN = "chunk_{:05d}.npz"
@@ -221,7 +221,7 @@ def extract_logits(
     if exit_names is not None and num_exits is not None and len(exit_names) != num_exits:
         raise StoreError(f"{len(exit_names)} exit names for a model with {num_exits} exits")
     if costs is not None:
-        costs = np.asarray(costs, dtype=np.float64).reshape(-1)
+        costs = check_costs(costs, "costs")  # before hours of work, not after
         expect = num_exits or (len(exit_names) if exit_names is not None else None)
         if expect is not None and costs.shape[0] != expect:
             raise StoreError(
