@@ -95,7 +95,8 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
         _print_frame(df, floatfmt=".2f")
     for fam in list_families():
         print(
-            f"\n{fam}<name>: any timm CNN with heads attached after chosen stages "
+            f"\n{fam}<name>: any timm model (CNN, ViT, Swin, hybrid) with heads after its stages "
+            f"or blocks "
             f"(exits=[...]); list them with `eebench zoo list '{fam}resnet*'`"
         )
     return 0
@@ -509,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--convention",
         default=None,
-        help="counting convention: fvcore or msdnet (default: the one the model's paper used)",
+        help="counting convention: fvcore, msdnet or dynperceiver (default: the one the model's "
+        "paper used; --list-conventions describes them)",
     )
     sp.add_argument("--overrides", type=_json_object,
                     help='model overrides as JSON, e.g. \'{"num_classes": 10}\'')

@@ -170,7 +170,9 @@ def format_costs_table(costs: ExitCosts) -> str:
     c, h, w = costs.input_size
     lines = [
         f"{costs.model}  input {c}x{h}x{w}  convention {costs.convention}  "
-        "(MACs per image, cumulative, earlier heads included)"
+        + ("(MACs per image, as the paper's own counter charges each exit: see the notes)"
+           if costs.convention == "dynperceiver" else
+           "(MACs per image, cumulative, earlier heads included)")
     ]
     header = ["exit", "name", unit, "params (M)"]
     rel = costs.rel_diff()

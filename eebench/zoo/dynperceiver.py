@@ -25,8 +25,11 @@ mean latent and ``isc4`` of the attention logits -> BatchNorm1d + Linear).
 Within a stage the classification branch runs first, so exit ``early3`` is
 yielded before CNN stage 3 runs, and ``attention`` before CNN stage 4: a
 sample leaving early pays for neither. The official ``forward`` has the same
-order, and its analytic counter (``forward_calc_flops``) charges the exits
-the same work.
+order. Its analytic counter (``forward_calc_flops``), which produced the published
+per-exit costs, charges each exit the backbone work before it but only its own head
+(not the earlier exits' heads); the ``dynperceiver`` cost convention, this model's
+default, reproduces it, and ``convention="fvcore"`` counts the cumulative work a
+sample leaving at each exit really paid.
 
 Backbones and keys: the official RegNetY-800MF and MobileNetV3-Large x0.75
 branches are copies of torchvision's classes (``ConvNormActivation``,
