@@ -52,3 +52,55 @@ def seeded_state(
             fan_in = math.prod(shape[1:])
             sd[k] = torch.randn(shape, generator=g) * math.sqrt(2.0 / fan_in)
     return sd
+
+
+def assert_compaction(model: nn.Module, x: torch.Tensor, exit_at: list[int],
+                      rel: float = 1e-4) -> None:
+    """Real exits with a batch: sample i leaves at exit ``exit_at[i]``.
+
+    Checks (1) each sample's logits at its exit equal the full run's (float32 tolerance:
+    a smaller batch may take other kernels), and (2) once samples have left, no module
+    sees a batch of the size before they left: the exited rows are not computed further.
+    Use a batch size that no tensor has as its first dimension otherwise (e.g. 7).
+    """
+    from eebench.zoo.base import run_exits
+
+    model.eval()
+    n = x.shape[0]
+    target = torch.tensor(exit_at)
+    assert target.shape == (n,)
+    with torch.no_grad():
+        full = model(x)
+    sizes: list[tuple[int, str, int]] = []  # (alive count, module, dim 0 of its first input)
+    state = {"alive": n}
+
+    def pre_hook(name: str):  # noqa: ANN202
+        def hook(_mod, args) -> None:  # noqa: ANN001
+            first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            if first is not None and first.dim() > 0:
+                sizes.append((state["alive"], name, int(first.shape[0])))
+        return hook
+
+    handles = [m.register_forward_pre_hook(pre_hook(name)) for name, m in model.named_modules()
+               if name]
+
+    def decide(k: int, logits: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        assert logits.shape[0] == alive.numel() == state["alive"]
+        stop = target[alive] == k
+        state["alive"] = int((~stop).sum())
+        return stop
+
+    try:
+        with torch.no_grad():
+            exits, logits = run_exits(model, x, decide)
+    finally:
+        for h in handles:
+            h.remove()
+    assert exits.tolist() == target.tolist()
+    for i, k in enumerate(exit_at):
+        want = full[k][i]
+        scale = float(want.abs().max()) or 1.0
+        torch.testing.assert_close(logits[i], want, rtol=rel, atol=rel * scale)
+    shrunk = [(a, name, d) for a, name, d in sizes if a < n and d == n]
+    assert not shrunk, f"modules still computing all {n} rows after samples left: {shrunk[:5]}"
+    assert any(a < n for a, _, _ in sizes), "no module ran after the first samples left"

@@ -9,7 +9,7 @@ measurement on one code path.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -123,6 +123,49 @@ def check_keep(keep: Any, rows: int) -> torch.Tensor | None:
             f"{tuple(getattr(keep, 'shape', ()))}"
         )
     return keep
+
+
+ExitDecision = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def run_exits(
+    model: MultiExitModel, x: torch.Tensor, decide: ExitDecision
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` on the batch ``x`` with real exits; returns (exit index (N,), logits at
+    that exit (N, C)).
+
+    After each exit k, ``decide(k, logits_k, alive)`` gets the logits of the samples still
+    in the network and their positions in ``x`` (``alive``), and returns a bool mask over
+    those rows: True = the sample leaves here. The rest continue with the network sliced
+    to them (the keep-mask protocol of ``iter_exits``); the last exit takes everyone left,
+    and once nobody is left the generator is closed, so nothing more is computed.
+    """
+    n = x.shape[0]
+    gen = model.iter_exits(x)
+    alive = torch.arange(n, device=x.device)
+    exit_index = torch.full((n,), model.num_exits - 1, dtype=torch.long, device=x.device)
+    out: torch.Tensor | None = None
+    k, logits = next(gen)
+    try:
+        while True:
+            if out is None:
+                out = logits.new_empty((n, *logits.shape[1:]))
+            last = k == model.num_exits - 1
+            stop = torch.ones(len(alive), dtype=torch.bool, device=x.device) if last else decide(
+                k, logits, alive
+            )
+            stop = stop.to(device=logits.device, dtype=torch.bool)
+            out[alive[stop]] = logits[stop]
+            exit_index[alive[stop]] = k
+            keep = ~stop
+            if last or not bool(keep.any()):
+                break
+            alive = alive[keep]
+            k, logits = gen.send(keep)
+    finally:
+        gen.close()
+    assert out is not None
+    return exit_index, out
 
 
 class TruncatedModel(nn.Module):
