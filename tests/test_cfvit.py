@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from zoo_testing import one_torch_thread  # noqa: F401  (module fixture)
+from zoo_testing import assert_compaction, one_torch_thread  # noqa: F401  (module fixture)
 
 import eebench.zoo.cfvit  # noqa: F401  (registers the models)
 from eebench.costs import ExitCosts, count_costs
 from eebench.costs.fvcore_counter import count_fvcore
 from eebench.zoo import CheckpointMismatchError, create_model
-from eebench.zoo.base import TruncatedModel
+from eebench.zoo.base import TruncatedModel, run_exits
 from eebench.zoo.cfvit import CFViT, fine_patch_index
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -262,6 +262,57 @@ def test_alpha_and_beta_change_what_the_fine_pass_sees() -> None:
         82,
         1 + 4 * 41 + 40,
     ]
+
+
+# Batch of 7: several leave at the coarse exit, the rest at the fine one; one sample goes on alone.
+EXIT_PATTERNS = ([0, 1, 0, 0, 1, 0, 1], [0, 0, 0, 1, 0, 0, 0])
+
+
+def _run_exits(model: CFViT, x: torch.Tensor, exit_at: list[int]) -> torch.Tensor:
+    target = torch.tensor(exit_at)
+    with torch.no_grad():
+        exits, _ = run_exits(model, x, lambda k, logits, alive: target[alive] == k)
+    return exits
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_real_exit_with_a_batch_computes_only_the_samples_that_go_on(name: str) -> None:
+    model = _small(name)
+    side = model.config.input_size[-1]
+    x = torch.randn(7, 3, side, side, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        model(x)
+    full_selection = model.last_selection
+    assert full_selection is not None
+    for exit_at in EXIT_PATTERNS:
+        assert_compaction(model, x, exit_at)
+        # the fine pass chose its patches from the class attention of its own samples
+        going_on = torch.tensor(exit_at) == 1
+        _run_exits(model, x, exit_at)
+        assert torch.equal(model.last_selection, full_selection[going_on])
+
+
+def test_everyone_leaving_at_the_coarse_exit_runs_nothing_of_the_fine_pass() -> None:
+    model = _small()
+    fired: list[str] = []
+    handle = model.reuse_block.register_forward_pre_hook(lambda m, a: fired.append("ran"))
+    try:
+        exits = _run_exits(model, torch.randn(7, 3, 224, 224), [0] * 7)
+    finally:
+        handle.remove()
+    assert exits.tolist() == [0] * 7 and fired == []
+
+
+@pytest.mark.parametrize(
+    "bad", [torch.ones(6, dtype=torch.bool), torch.ones(7, dtype=torch.long), [True] * 7]
+)
+def test_a_bad_keep_mask_is_rejected(bad: Any) -> None:
+    gen = _small().iter_exits(torch.randn(7, 3, 224, 224))
+    with torch.no_grad():
+        k, logits = next(gen)
+        assert k == 0 and logits.shape == (7, 7)
+        with pytest.raises(ValueError, match=r"bool keep-mask of shape \(7,\)"):
+            gen.send(bad)
 
 
 # ---------------------------------------------------------------- costs (fvcore convention)

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from zoo_testing import one_torch_thread  # noqa: F401  (module fixture)
+from zoo_testing import assert_compaction, one_torch_thread  # noqa: F401  (module fixture)
 
 import eebench.zoo.dvt  # noqa: F401  (registers the models)
 from eebench.costs import ExitCosts, count_costs
 from eebench.costs.fvcore_counter import count_fvcore
 from eebench.zoo import CheckpointMismatchError, create_model
-from eebench.zoo.base import TruncatedModel
+from eebench.zoo.base import TruncatedModel, run_exits
 from eebench.zoo.dvt import DVT, Stage, T2TViT
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -262,6 +262,66 @@ def test_later_transformers_never_run_before_their_exit(small_models: dict[str, 
     finally:
         for h in handles:
             h.remove()
+
+
+# Every registered cascade, and each reuse setting (the reuse switches change what is carried).
+COMPACTION_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("dvt_t2t_vit_12", {}),
+    ("dvt_t2t_vit_12", OFF),
+    ("dvt_t2t_vit_12", {"relation_reuse": False}),
+    ("dvt_t2t_vit_12", {"feature_reuse": False}),
+    ("dvt_t2t_vit_14", {}),
+    ("dvt_t2t_vit_14", OFF),
+    ("dvt_deit_small", {}),
+    ("dvt_deit_small", OFF),
+]
+# Batch of 7: some leave at each exit; everyone leaves before the last; one sample goes on alone.
+EXIT_PATTERNS = ([0, 2, 1, 0, 2, 0, 1], [1, 0, 1, 1, 0, 0, 1], [0, 0, 0, 2, 0, 0, 0])
+
+
+def _seeded_small(name: str, **options: Any) -> DVT:
+    """A reduced model with well-scaled weights, so that the reused features and relations
+    (not only each stage's own tokens) move the later logits: a row mix-up would show."""
+    model = create_model(name, num_classes=5, **SMALL, **options).eval()
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    model.load_state_dict(seeded_state(shapes, seed=6))
+    return model
+
+
+@pytest.mark.parametrize(("name", "options"), COMPACTION_CASES)
+def test_real_exit_with_a_batch_computes_only_the_samples_that_go_on(
+    name: str, options: dict[str, Any]
+) -> None:
+    model = _seeded_small(name, **options)
+    x = torch.randn(7, 3, 224, 224, generator=torch.Generator().manual_seed(7))
+    for exit_at in EXIT_PATTERNS:
+        assert_compaction(model, x, exit_at)
+
+
+def test_nobody_reaching_the_last_exit_never_runs_its_transformer() -> None:
+    model = _seeded_small("dvt_deit_small")
+    fired: list[str] = []
+    handle = model.normal_token.register_forward_pre_hook(lambda m, a: fired.append("ran"))
+    x = torch.randn(7, 3, 224, 224, generator=torch.Generator().manual_seed(8))
+    target = torch.tensor(EXIT_PATTERNS[1])
+    try:
+        with torch.no_grad():
+            exits, _ = run_exits(model, x, lambda k, logits, alive: target[alive] == k)
+    finally:
+        handle.remove()
+    assert exits.tolist() == EXIT_PATTERNS[1] and fired == []
+
+
+@pytest.mark.parametrize(
+    "bad", [torch.ones(3, dtype=torch.bool), torch.ones(7), torch.ones(7, 1, dtype=torch.bool)]
+)
+def test_a_bad_keep_mask_is_rejected(small_models: dict[str, DVT], bad: torch.Tensor) -> None:
+    gen = small_models["t2t"].iter_exits(torch.randn(7, 3, 224, 224))
+    with torch.no_grad():
+        k, logits = next(gen)
+        assert k == 0 and logits.shape == (7, 5)
+        with pytest.raises(ValueError, match=r"bool keep-mask of shape \(7,\)"):
+            gen.send(bad)
 
 
 def test_counted_exit_cost_is_the_cost_of_the_truncated_run(small_models: dict[str, DVT]) -> None:

@@ -18,11 +18,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from zoo_testing import meta_model, one_torch_thread, seeded_state  # noqa: F401
+from torch import nn
+from zoo_testing import (  # noqa: F401  (one_torch_thread: module fixture)
+    assert_compaction,
+    meta_model,
+    one_torch_thread,
+    seeded_state,
+)
 
 import eebench.zoo.dynperceiver  # noqa: F401  (registers the models)
 from eebench.costs import count_costs
 from eebench.zoo import CheckpointMismatchError, create_model
+from eebench.zoo.base import run_exits
 from eebench.zoo.dynperceiver import DynPerceiver
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -276,6 +283,101 @@ def test_stopping_at_exit_k_runs_no_module_of_later_exits(name: str) -> None:
         with torch.no_grad():
             model.forward_until(x, k)
         assert ran == {i for i, e in exit_of.items() if e <= k}, k
+
+
+# Real exits with a batch of 7 (a size no other tensor has as its first dimension): which
+# exit each sample leaves at. Several leave at once; everyone leaves before the last exit
+# (the generator is closed after ``cnn``); one sample goes on alone from ``early3`` to the
+# end (exits 1 and 2 keep every row).
+EXIT_PATTERNS = [
+    [0, 2, 0, 3, 1, 0, 3],
+    [2, 1, 2, 0, 1, 2, 2],
+    [0, 0, 3, 0, 0, 0, 0],
+]
+# Small inputs, one not a multiple of 32 (odd feature maps, ca_pooling upsampling).
+SMALL_SIZE = {
+    "dynperceiver_regnety_800m": 64,
+    "dynperceiver_mobilenetv3_075": 48,
+    "dynperceiver_resnet50_0375": 64,
+}
+
+
+def _seeded(name: str) -> DynPerceiver:
+    model = create_model(name).eval()
+    model.load_state_dict(seeded_state_dp(_official(CASES[name]), seed=5))
+    return model
+
+
+def _batch(name: str, n: int = 7) -> torch.Tensor:
+    size = SMALL_SIZE[name]
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(11))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_real_exits_slice_every_carried_state_to_the_samples_that_continue(name: str) -> None:
+    model, x = _seeded(name), _batch(name)
+    with torch.no_grad():
+        full = model(x)
+    for logits in full:  # every sample's logits differ, so a row mixed up would show
+        gaps = (logits[:, None] - logits[None]).abs().amax(-1)
+        assert gaps[~torch.eye(7, dtype=torch.bool)].min() > 1e-3 * logits.abs().max()
+    for exit_at in EXIT_PATTERNS:
+        assert_compaction(model, x, exit_at)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_part_runs_only_for_the_samples_that_reach_its_exit(name: str) -> None:
+    # CNN stage 3 only for samples past early3, CNN stage 4 only for those past attention (a
+    # sample leaving at attention does not pay for the cnn exit's backbone), the merged head
+    # only for those past cnn.
+    model, x = _seeded(name), _batch(name)
+    exit_at = torch.tensor(EXIT_PATTERNS[0])
+    exit_of = {id(m): k for k, prefixes in _groups(model).items() for prefix in prefixes
+               for m in model.get_submodule(prefix).modules()}
+    seen: dict[int, set[int]] = {k: set() for k in range(4)}
+
+    def hook(mod: nn.Module, args: tuple) -> None:
+        seen[exit_of[id(mod)]].add(args[0].shape[0])
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules()
+               if id(m) in exit_of and any(True for _ in m.parameters(recurse=False))]
+    try:
+        with torch.no_grad():
+            exits, _ = run_exits(model, x, lambda k, logits, alive: exit_at[alive] == k)
+    finally:
+        for h in handles:
+            h.remove()
+    assert exits.tolist() == exit_at.tolist()
+    assert seen == {k: {int((exit_at >= k).sum())} for k in range(4)}  # {7}, {4}, {3}, {2}
+
+
+def test_a_bad_keep_mask_gets_a_clear_error() -> None:
+    name = "dynperceiver_mobilenetv3_075"
+    model, x = _seeded(name), _batch(name)
+    for bad in (torch.ones(6, dtype=torch.bool), torch.ones(7), [True] * 7):
+        gen = model.iter_exits(x)
+        with torch.no_grad():
+            next(gen)
+            with pytest.raises(ValueError, match=r"bool keep-mask of shape \(7,\)"):
+                gen.send(bad)
+    gen = model.iter_exits(x)  # a later exit checks against the rows it yielded, not the batch
+    with torch.no_grad():
+        next(gen)
+        k, logits = gen.send(torch.tensor([True, False] * 3 + [True]))
+        assert (k, logits.shape[0]) == (1, 4)
+        with pytest.raises(ValueError, match=r"shape \(4,\) .*got torch.bool of shape \(7,\)"):
+            gen.send(torch.ones(7, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_mask_that_keeps_nobody_leaves_empty_later_exits(name: str) -> None:
+    # run_exits closes the generator instead; a caller that sends all-False gets empty logits.
+    model = create_model(name).eval()
+    with torch.no_grad():
+        gen = model.iter_exits(torch.randn(2, 3, 32, 32))
+        next(gen)
+        rest = [gen.send(torch.zeros(2, dtype=torch.bool))] + list(gen)
+    assert [(k, tuple(t.shape)) for k, t in rest] == [(k, (0, 1000)) for k in (1, 2, 3)]
 
 
 def _pool_inputs(model: DynPerceiver, x: torch.Tensor) -> tuple[list[int], list[int]]:

@@ -16,12 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from zoo_testing import meta_model, one_torch_thread  # noqa: F401  (module fixture)
+from zoo_testing import (  # noqa: F401  (one_torch_thread: module fixture)
+    assert_compaction,
+    meta_model,
+    one_torch_thread,
+)
 
 import eebench.zoo.mcga  # noqa: F401  (registers the models)
 from eebench.costs import ExitCosts, count_costs
 from eebench.costs.fvcore_counter import count_fvcore
 from eebench.zoo import CheckpointMismatchError, create_model, list_models
+from eebench.zoo.base import run_exits
 from eebench.zoo.mcga import (
     MCGA,
     GroupAttention,
@@ -383,6 +388,58 @@ def test_stopping_at_an_exit_runs_no_later_stage() -> None:
         fired.clear()
         model(_image())
         assert fired == ["stage3", "head3", "stage4", "head4"]
+
+
+# Real exits with a batch of 7: which exit each sample leaves at. Several leave at once;
+# everyone leaves before the last exit; one sample goes on alone (exit 1 keeps every row).
+EXIT_PATTERNS = [[0, 1, 2, 0, 0, 1, 2], [1, 0, 1, 1, 0, 0, 1], [0, 0, 0, 2, 0, 0, 0]]
+
+
+def test_real_exits_slice_the_feature_map_to_the_samples_that_continue() -> None:
+    model, x = _small("mcga_exits", seed=9), _image(size=64, batch=7)
+    with torch.no_grad():
+        full = model(x)
+    for logits in full:  # every sample's logits differ, so a row mixed up would show
+        gaps = (logits[:, None] - logits[None]).abs().amax(-1)
+        assert gaps[~torch.eye(7, dtype=torch.bool)].min() > 1e-3 * logits.abs().max()
+    for exit_at in EXIT_PATTERNS:
+        assert_compaction(model, x, exit_at)
+
+
+def test_later_stages_and_heads_run_only_for_the_samples_that_reach_them() -> None:
+    model, x = _small("mcga_exits", seed=9), _image(size=64, batch=7)
+    exit_at = torch.tensor(EXIT_PATTERNS[0])
+    rows: dict[str, list[int]] = {}
+    watched = {"stage3": model.stages[2], "stage4": model.stages[3],
+               "head3": model.heads["stage3"], "head4": model.heads["stage4"]}
+    for label, module in watched.items():
+        module.register_forward_pre_hook(
+            lambda m, args, label=label: rows.setdefault(label, []).append(args[0].shape[0])
+        )
+    with torch.no_grad():
+        exits, _ = run_exits(model, x, lambda k, logits, alive: exit_at[alive] == k)
+    assert exits.tolist() == exit_at.tolist()
+    assert rows == {"stage3": [4], "head3": [4], "stage4": [2], "head4": [2]}
+
+
+def test_a_bad_keep_mask_gets_a_clear_error() -> None:
+    model, x = _small("mcga_exits"), _image(batch=7)
+    for bad in (torch.ones(6, dtype=torch.bool), torch.ones(7), [True] * 7):
+        gen = model.iter_exits(x)
+        with torch.no_grad():
+            next(gen)
+            with pytest.raises(ValueError, match=r"bool keep-mask of shape \(7,\)"):
+                gen.send(bad)
+
+
+def test_a_mask_that_keeps_nobody_leaves_empty_later_exits() -> None:
+    # run_exits closes the generator instead; a caller that sends all-False gets empty logits.
+    model = _small("mcga_exits")
+    with torch.no_grad():
+        gen = model.iter_exits(_image())
+        next(gen)
+        rest = [gen.send(torch.zeros(2, dtype=torch.bool))] + list(gen)
+    assert [(k, tuple(t.shape)) for k, t in rest] == [(1, (0, 10)), (2, (0, 10))]
 
 
 def _piece_macs(module: nn.Module, x: torch.Tensor) -> tuple[float, torch.Tensor]:

@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from zoo_testing import meta_model, one_torch_thread, seeded_state  # noqa: F401
+from zoo_testing import (  # noqa: F401
+    assert_compaction,
+    meta_model,
+    one_torch_thread,
+    seeded_state,
+)
 
 from eebench.zoo import CheckpointMismatchError, create_model
 from eebench.zoo.msdnet import MSDNet
@@ -248,3 +253,68 @@ def test_prune_min_matches_the_official_layout_and_runs() -> None:
     with torch.no_grad():
         out = model(torch.randn(1, 3, 32, 32))
     assert [tuple(t.shape) for t in out] == [(1, 10)] * 3
+
+
+# Real early exit with a batch (compaction) -----------------------------------------------------
+
+# Each configuration family at a fraction of its width: the carried state has the same layout.
+SMALL = dict(channels=8, growth_rate=4, num_classes=5)
+COMPACTION = [
+    ("msdnet_cifar100_anytime", SMALL, 32),
+    ("msdnet_cifar10_budget", SMALL, 32),
+    ("msdnet_imagenet_step4", SMALL, 224),
+    ("msdnet_cifar10_budget", dict(SMALL, prune="min"), 32),  # transitions at fixed depths
+]
+
+
+def exit_patterns(n_exits: int) -> list[list[int]]:
+    """Per-sample exits for a batch of 7 (needs at least 5 exits)."""
+    last = n_exits - 1
+    return [
+        # nobody leaves at exit 1, three leave together at exit 2, one sample runs on alone
+        [last, 0, 2, last - 1, 2, 2, 0],
+        # everyone has left before the last exit, so the run stops there
+        [0, last - 1, 1, 1, last // 2, last - 1, last // 2],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "kw", "size"),
+    COMPACTION,
+    ids=["cifar-anytime", "cifar-budget", "imagenet", "prune-min"],
+)
+def test_samples_that_exit_are_dropped_and_the_rest_match_the_full_run(
+    name: str, kw: dict, size: int
+) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, **kw).eval()
+    x = torch.randn(7, 3, size, size)
+    for exit_at in exit_patterns(model.num_exits):
+        assert_compaction(model, x, exit_at)
+
+
+def test_a_keep_mask_that_keeps_everyone_changes_nothing() -> None:
+    torch.manual_seed(0)
+    model = create_model("msdnet_cifar10_budget", **SMALL).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        full = model(x)
+        gen = model.iter_exits(x)
+        got = [next(gen)[1]]
+        for _ in range(model.num_exits - 1):
+            got.append(gen.send(torch.ones(3, dtype=torch.bool))[1])
+    assert all(torch.equal(a, b) for a, b in zip(got, full))
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [torch.ones(2, dtype=torch.bool), torch.ones(3, dtype=torch.long), [True, True, False]],
+    ids=["wrong-length", "wrong-dtype", "not-a-tensor"],
+)
+def test_a_bad_keep_mask_gets_a_clear_error(mask: object) -> None:
+    model = create_model("msdnet_cifar10_budget", **SMALL).eval()
+    with torch.no_grad():
+        gen = model.iter_exits(torch.randn(3, 3, 32, 32))
+        next(gen)
+        with pytest.raises(ValueError, match=r"bool keep-mask of shape \(3,\)"):
+            gen.send(mask)

@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from zoo_testing import meta_model, one_torch_thread, seeded_state  # noqa: F401
+from zoo_testing import (  # noqa: F401
+    assert_compaction,
+    meta_model,
+    one_torch_thread,
+    seeded_state,
+)
 
 import eebench.zoo.ranet  # noqa: F401  (registers the models)
 from eebench.costs import ExitCosts, count_costs
@@ -62,6 +67,8 @@ README_CIFAR = dict(step=2, step_mode="lg", gr_factor=(4, 2, 1), bn_factor=(4, 2
 README_CIFAR["scale_list"] = (1, 2, 3)
 # The ImageNet layout at a fraction of its width, for fast numeric tests at 224x224.
 TINY_IMAGENET = dict(channels=2, growth_rate=4, num_classes=5)
+# The CIFAR layouts at a fraction of their width, for the same reason.
+TINY_CIFAR = dict(channels=4, growth_rate=4, num_classes=5)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -352,3 +359,65 @@ def test_bad_inputs_get_clear_errors() -> None:
         model(torch.randn(1, 1, 32, 32))
     with torch.no_grad(), pytest.raises(ValueError, match="config.input_size"):
         model(torch.randn(1, 3, 64, 64))
+
+
+# Real early exit with a batch (compaction) -----------------------------------------------------
+
+
+def exit_patterns(n_exits: int) -> list[list[int]]:
+    """Per-sample exits for a batch of 7 (needs at least 5 exits); with two exits per
+    sub-network, odd exits end one and the next exit first runs the fusion blocks."""
+    last = n_exits - 1
+    return [
+        # nobody leaves at exit 1, three leave together at exit 2, one sample runs on alone
+        [last, 0, 2, last - 1, 2, 2, 0],
+        # everyone has left before the last exit, so the run stops there
+        [0, last - 1, 1, 1, last // 2, last - 1, last // 2],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "kw", "size"),
+    [
+        ("ranet_imagenet", TINY_IMAGENET, 224),
+        ("ranet_cifar10", TINY_CIFAR, 32),
+        ("ranet_cifar100", TINY_CIFAR, 32),
+        ("ranet_cifar10", dict(README_CIFAR, **TINY_CIFAR), 32),
+    ],
+    ids=["imagenet", "cifar10", "cifar100", "cifar10-readme"],
+)
+def test_samples_that_exit_are_dropped_and_the_rest_match_the_full_run(
+    name: str, kw: dict, size: int
+) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, **kw).eval()
+    x = torch.randn(7, 3, size, size)
+    for exit_at in exit_patterns(model.num_exits):
+        assert_compaction(model, x, exit_at)
+
+
+def test_a_keep_mask_that_keeps_everyone_changes_nothing() -> None:
+    torch.manual_seed(0)
+    model = create_model("ranet_cifar10", **TINY_CIFAR).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        full = model(x)
+        gen = model.iter_exits(x)
+        got = [next(gen)[1]]
+        for _ in range(model.num_exits - 1):
+            got.append(gen.send(torch.ones(3, dtype=torch.bool))[1])
+    assert all(torch.equal(a, b) for a, b in zip(got, full))
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [torch.ones(2, dtype=torch.bool), torch.ones(3, dtype=torch.long), [True, True, False]],
+    ids=["wrong-length", "wrong-dtype", "not-a-tensor"],
+)
+def test_a_bad_keep_mask_gets_a_clear_error(mask: object) -> None:
+    model = create_model("ranet_cifar10", **TINY_CIFAR).eval()
+    with torch.no_grad():
+        gen = model.iter_exits(torch.randn(3, 3, 32, 32))
+        next(gen)
+        with pytest.raises(ValueError, match=r"bool keep-mask of shape \(3,\)"):
+            gen.send(mask)

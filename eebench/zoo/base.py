@@ -93,22 +93,33 @@ class MultiExitModel(nn.Module):
 
 
 def keep_rows(state: Any, keep: torch.Tensor | None) -> Any:
-    """``state`` with every tensor sliced to the rows where ``keep`` is True (dim 0), through
-    nested lists, tuples and dicts; non-tensors pass through. ``None`` keeps everything.
+    """``state`` with every tensor sliced to the kept rows (dim 0), through nested lists,
+    tuples and dicts; non-tensors pass through. ``None`` keeps everything.
 
-    Carried state must be batch-first for this to be right: a model whose state is not
-    (e.g. sequence-first attention tensors) slices that piece itself.
+    ``keep`` is a bool mask or row indices. A mask is turned into indices once (one host
+    synchronisation on a GPU, not one per tensor), and a mask that keeps every row
+    returns ``state`` untouched (no copy). Carried state must be batch-first for this to
+    be right: a model whose state is not (e.g. sequence-first attention tensors) slices
+    that piece itself.
     """
     if keep is None:
         return state
+    if keep.dtype == torch.bool:
+        if bool(keep.all()):
+            return state
+        keep = keep.nonzero().squeeze(1)
+    return _take_rows(state, keep)
+
+
+def _take_rows(state: Any, rows: torch.Tensor) -> Any:
     if isinstance(state, torch.Tensor):
-        return state[keep] if state.dim() else state
+        return state.index_select(0, rows.to(state.device)) if state.dim() else state
     if isinstance(state, list):
-        return [keep_rows(s, keep) for s in state]
+        return [_take_rows(s, rows) for s in state]
     if isinstance(state, tuple):
-        return tuple(keep_rows(s, keep) for s in state)
+        return tuple(_take_rows(s, rows) for s in state)
     if isinstance(state, dict):
-        return {k: keep_rows(v, keep) for k, v in state.items()}
+        return {k: _take_rows(v, rows) for k, v in state.items()}
     return state
 
 

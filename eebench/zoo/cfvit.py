@@ -49,14 +49,21 @@ checkpoints (``{'model': ..., 'flop': ..., ...}``) load strictly.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eebench.zoo.base import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, MultiExitModel
+from eebench.zoo.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelConfig,
+    MultiExitModel,
+    check_keep,
+    keep_rows,
+)
 from eebench.zoo.registry import register_model
 
 PATCH = 16
@@ -177,7 +184,8 @@ class CFViT(MultiExitModel):
     ``alpha`` is the fraction of coarse patches re-split in the fine pass,
     ``beta`` the decay of the global class attention's moving average.
     ``last_selection`` holds the coarse indices chosen for re-splitting in the
-    latest fine pass (B, ceil(alpha * n)), for visualisation.
+    latest fine pass (B, ceil(alpha * n)), for visualisation; after a keep-mask
+    (``iter_exits``) its rows are those of the samples that ran the fine pass.
     """
 
     exits = ["coarse", "fine"]
@@ -337,10 +345,16 @@ class CFViT(MultiExitModel):
     def _classify(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(h[:, 0])
 
-    def iter_exits(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    def iter_exits(self, x: torch.Tensor) -> Generator[tuple[int, torch.Tensor], Any, None]:
         self._check_input(x)
         coarse_tokens, coarse_out, cls_attn = self.coarse_pass(x)
-        yield 0, self._classify(coarse_out)
+        keep = check_keep((yield 0, self._classify(coarse_out)), x.shape[0])
+        # The fine pass re-reads the image and reads three products of the coarse pass (input
+        # tokens, output tokens, global class attention), all batch-first: only the samples
+        # that go on are carried into it.
+        x, coarse_tokens, coarse_out, cls_attn = keep_rows(
+            (x, coarse_tokens, coarse_out, cls_attn), keep
+        )
         h = self.fine_tokens(x, coarse_tokens, coarse_out, cls_attn)
         for blk in self.blocks:
             h, _ = blk(h)

@@ -42,19 +42,29 @@ hold the official key and shape lists.
 Transformer k+1 runs, which is the official execution order; the reuse
 products of Transformer k (resampled features and relations) are computed by
 Transformer k+1, so a sample that leaves at exit k never pays for them.
+With a batch, a keep-mask sent after exit k slices the image, the final
+tokens and the attention logits of Transformer k to the samples that go on
+(``MultiExitModel.iter_exits``), so Transformer k+1 runs on those alone.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eebench.zoo.base import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, MultiExitModel
+from eebench.zoo.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelConfig,
+    MultiExitModel,
+    check_keep,
+    keep_rows,
+)
 from eebench.zoo.registry import register_model
 
 IMG_SIZE = 224
@@ -470,17 +480,20 @@ class DVT(MultiExitModel):
             cost_convention="fvcore",
         )
 
-    def iter_exits(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    def iter_exits(self, x: torch.Tensor) -> Generator[tuple[int, torch.Tensor], Any, None]:
+        # What a stage hands the next: the image (every stage re-cuts it), its final tokens
+        # (feature reuse) and its stacked attention logits (relation reuse), all batch-first.
+        # A reuse that is off carries nothing. The keep-mask received after exit k is applied
+        # when stage k+1 starts, so nothing is sliced after the last exit.
         features: torch.Tensor | None = None
         relations: torch.Tensor | None = None
+        keep: torch.Tensor | None = None
         for k, stage in enumerate((self.less_less_token, self.less_token, self.normal_token)):
-            logits, feats, rels = stage(
-                x,
-                features if self.feature_reuse else None,
-                relations if self.relation_reuse else None,
-            )
-            yield k, logits
-            features, relations = feats, rels
+            x, features, relations = keep_rows((x, features, relations), keep)
+            logits, feats, rels = stage(x, features, relations)
+            features = feats if self.feature_reuse else None
+            relations = rels if self.relation_reuse else None
+            keep = check_keep((yield k, logits), logits.shape[0])
 
 
 class T2TViT(Stage, MultiExitModel):
@@ -529,7 +542,7 @@ class T2TViT(Stage, MultiExitModel):
             cost_convention="fvcore",
         )
 
-    def iter_exits(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    def iter_exits(self, x: torch.Tensor) -> Generator[tuple[int, torch.Tensor], Any, None]:
         logits, _, _ = Stage.forward(self, x)
         yield 0, logits
 

@@ -31,6 +31,15 @@ per-exit costs, charges each exit the backbone work before it but only its own h
 default, reproduces it, and ``convention="fvcore"`` counts the cumulative work a
 sample leaving at each exit really paid.
 
+Real early exit with a batch (the keep-mask of ``iter_exits``): what the later exits
+read is carried from exit to exit and sliced to the samples that continue. After
+``early3``: the latents, the CNN map entering stage 3 and the early logits (``isc3``
+input). After ``attention``: the latents (for the last Z2X), their mean and the attention
+logits (``isc4`` input), with the CNN map entering stage 4, so a sample leaving at
+``attention`` runs no CNN stage 4. The ``cnn`` exit reads none of that latent state,
+but ``merged`` does, so it is carried through ``cnn`` and sliced again there, with the
+stage-4 map. Everything carried is batch-first.
+
 Backbones and keys: the official RegNetY-800MF and MobileNetV3-Large x0.75
 branches are copies of torchvision's classes (``ConvNormActivation``,
 ``SqueezeExcitation``, the RegNet width schedule), the ResNet-50 x0.375
@@ -54,7 +63,7 @@ loss (``with_kd``), which is training, not architecture.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from functools import partial
 from typing import Any
 
@@ -62,7 +71,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eebench.zoo.base import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, MultiExitModel
+from eebench.zoo.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelConfig,
+    MultiExitModel,
+    check_keep,
+    keep_rows,
+)
 from eebench.zoo.registry import register_model
 
 BACKBONES = ("regnet_y_800mf", "mobilenet_v3_large_075", "resnet50_0375")
@@ -122,8 +138,8 @@ class Attention(nn.Module):
         q, k, v = self._split(q), self._split(k), self._split(v)
         attn = (q @ k.transpose(-2, -1)) * self.scale
         o = attn.softmax(dim=-1) @ v
-        b, _, n, _ = o.shape
-        return self.o_proj(o.transpose(1, 2).reshape(b, n, -1))
+        b, h, n, d = o.shape  # explicit width: an empty batch (every sample exited) reshapes too
+        return self.o_proj(o.transpose(1, 2).reshape(b, n, h * d))
 
 
 class MLP(nn.Module):
@@ -299,7 +315,8 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
 
 
 def _map(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+    b, _, c = tokens.shape  # no -1: an empty batch (every sample exited) reshapes too
+    return tokens.transpose(1, 2).reshape(b, c, h, w)
 
 
 class DynPerceiver(MultiExitModel):
@@ -481,7 +498,7 @@ class DynPerceiver(MultiExitModel):
                 f"(config.input_size is {self.config.input_size})"
             )
 
-    def iter_exits(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    def iter_exits(self, x: torch.Tensor) -> Generator[tuple[int, torch.Tensor], Any, None]:
         self._check_input(x)
         z = self.latent.expand(x.shape[0], -1, -1)
         x = self._stem(x)
@@ -492,22 +509,31 @@ class DynPerceiver(MultiExitModel):
             z = getattr(self, f"self_att{s}")(self._x2z(s, z, x))
             if s == 3:
                 y_early = self.early_classifier3(z.mean(dim=1))
-                yield 0, y_early
+                keep = yield 0, y_early
+                z, x, y_early = _compact((z, x, y_early), keep, y_early.shape[0])
             x = self._cnn_stage(s, x)
         z = self._next_latents(2, z)
         x = self._z2x(self.cross_att4_z2x, x, z)
         z = self.self_att4(self._x2z(4, z, x))
         z_mean = z.mean(dim=1)
         y_att = self.classifier_att(torch.cat((z_mean, self.isc3(y_early)), dim=1))
-        yield 1, y_att
+        keep = yield 1, y_att
+        z, z_mean, y_att, x = _compact((z, z_mean, y_att, x), keep, y_att.shape[0])
         x = self._cnn_stage(4, x)
         pooled = self._pooled(x)
         if self._drop_rate:
             pooled = F.dropout(pooled, p=self._drop_rate, training=self.training)
-        yield 2, self.classifier_cnn(pooled)
+        y_cnn = self.classifier_cnn(pooled)
+        keep = yield 2, y_cnn
+        z, z_mean, y_att, x = _compact((z, z_mean, y_att, x), keep, y_cnn.shape[0])
         x = self._z2x(self.last_cross_att_z2x, x, z)
         merged = torch.cat((self._pooled(x), z_mean, self.isc4(y_att)), dim=1)
         yield 3, self.classifier_merge(merged)
+
+
+def _compact(state: tuple[torch.Tensor, ...], keep: Any, rows: int) -> tuple[torch.Tensor, ...]:
+    """``state`` (batch-first tensors) sliced to the rows a checked keep-mask keeps."""
+    return keep_rows(state, check_keep(keep, rows))
 
 
 # -- registered models (the README's three pre-trained models) ------------------------------

@@ -104,7 +104,9 @@ same backbone with the same kind of head after stages 2, 3 and 4. Heads live in 
 ModuleDict keyed by stage (``heads.stage4``), so ``mcga``'s state_dict is a subset of
 ``mcga_exits``' and its weights load into the backbone and last head of ``mcga_exits``
 with ``strict=False``. ``iter_exits`` evaluates a head right after its stage, so
-stopping at exit k runs no later stage. ``mcga_exits`` costs 0.190 / 0.441 / 0.697 GMACs
+stopping at exit k runs no later stage; with a batch, a keep-mask sent after exit k slices
+the stage's feature map (the only state carried between stages) to the samples that
+continue, so later stages run on those alone. ``mcga_exits`` costs 0.190 / 0.441 / 0.697 GMACs
 and 1.55 / 4.72 / 13.11 M parameters at its three exits (cumulative, earlier heads
 included; every head has the 1280-wide output embedding).
 """
@@ -112,13 +114,20 @@ included; every head has the 1280-wide output embedding).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from eebench.zoo.base import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, MultiExitModel
+from eebench.zoo.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelConfig,
+    MultiExitModel,
+    check_keep,
+    keep_rows,
+)
 from eebench.zoo.registry import register_model
 
 NUM_STAGES = 4
@@ -394,7 +403,7 @@ class MCGA(MultiExitModel):
         self._exit_after = {s - 1: k for k, s in enumerate(exit_stages)}
         self.apply(_init_weights)
 
-    def iter_exits(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    def iter_exits(self, x: torch.Tensor) -> Generator[tuple[int, torch.Tensor], Any, None]:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(
                 f"{self.config.name} expects images of shape (batch, 3, height, width), got "
@@ -410,8 +419,12 @@ class MCGA(MultiExitModel):
         for i, stage in enumerate(self.stages):
             x = stage(x)
             k = self._exit_after.get(i)
-            if k is not None:
-                yield k, self.heads[self.exits[k]](x)
+            if k is None:
+                continue
+            logits = self.heads[self.exits[k]](x)
+            keep = check_keep((yield k, logits), logits.shape[0])
+            if i < NUM_STAGES - 1:
+                x = keep_rows(x, keep)  # the feature map is all a later stage reads
 
 
 def _init_weights(m: nn.Module) -> None:

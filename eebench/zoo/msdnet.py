@@ -23,7 +23,9 @@ the ``linear`` layers. Normalisation is that of the official
 ``dataloader.py``; ImageNet evaluation is Resize(256) + CenterCrop(224).
 
 ``iter_exits`` runs block b and then classifier b; nothing of block b+1 runs
-before exit b is yielded, which is what real early exit does. The official
+before exit b is yielded, which is what real early exit does. With a batch,
+the samples that leave at exit b are dropped from the per-scale feature maps
+(the only state carried between blocks) before block b+1 runs. The official
 model's ``forward`` has the same order, which is why the cumulative costs its
 ``op_counter.py`` records at each classifier include every earlier head.
 """
@@ -37,7 +39,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from eebench.zoo.base import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, MultiExitModel
+from eebench.zoo.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelConfig,
+    MultiExitModel,
+    check_keep,
+    keep_rows,
+)
 from eebench.zoo.registry import register_model
 
 # The official dataloader.py's values (they differ slightly from eebench.zoo.base.CIFAR_MEAN).
@@ -339,10 +348,15 @@ class MSDNet(MultiExitModel):
                 f"{self.config.name or 'MSDNet'} takes RGB image batches of shape (N, 3, H, W), "
                 f"got {tuple(x.shape)}; input size is {self.config.input_size}"
             )
+        # The only state carried from exit to exit is one feature map per scale still in use.
         feats: Any = x
+        last = self.num_exits - 1
         for k, (block, head) in enumerate(zip(self.blocks, self.classifier)):
             feats = block(feats)
-            yield k, head(feats)
+            logits = head(feats)
+            keep = check_keep((yield k, logits), len(logits))
+            if k < last:
+                feats = keep_rows(feats, keep)
 
 
 def _check_args(

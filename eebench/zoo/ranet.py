@@ -44,7 +44,10 @@ stem is one chain from the finest to the coarsest resolution (the coarsest
 map, which exit 0 reads, comes last), and the first exit of sub-network s
 follows its fusion blocks, which read every block of sub-network s-1. Only the
 earlier exits' heads are extra, and a sample that left at exit k paid for
-those. Costs follow the ``msdnet`` convention: RANet's ``op_counter.py`` is
+those. With a batch, the samples that leave at an exit are dropped from all
+that later exits read: the current feature map, the per-layer features the
+next finer sub-network will fuse, and the stem maps of the finer
+sub-networks. Costs follow the ``msdnet`` convention: RANet's ``op_counter.py`` is
 MSDNet's (the only difference is a ``model.eval()`` call); neither counts the
 bilinear ``F.interpolate`` calls of the fusion layers nor the concatenations.
 """
@@ -59,7 +62,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eebench.zoo.base import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, MultiExitModel
+from eebench.zoo.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelConfig,
+    MultiExitModel,
+    check_keep,
+    keep_rows,
+)
 from eebench.zoo.msdnet import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -361,17 +371,31 @@ class RANet(MultiExitModel):
                 f"{self.config.name or 'RANet'} takes RGB image batches of shape (N, 3, H, W), "
                 f"got {tuple(x.shape)}; input size is {self.config.input_size}"
             )
-        stems = self.FirstLayer(x)
+        stems = self.FirstLayer(x)  # coarsest first: stems[0] starts sub-network 0
         low: list[list[torch.Tensor]] = []
+        last = self.num_exits - 1
         k = 0
         for s, flow in enumerate(self.scale_flows):
-            h = stems[s]
+            h, stems = stems[0], stems[1:]
+            # Every block's `outs`, for the next finer sub-network's fusion blocks (if any).
             outs: list[list[torch.Tensor]] = []
+            feeds_next = s + 1 < len(self.scale_flows)
             for b, block in enumerate(flow):
-                h, o = block(h, low[b]) if block.fuses else block(h)
-                outs.append(o)
+                if block.fuses:
+                    h, o = block(h, low[b])
+                else:
+                    h, o = block(h)
+                    low = []  # the fusion blocks come first and are done: free what they read
+                if feeds_next:
+                    outs.append(o)
                 if self._head_after[s][b]:
-                    yield k, self.classifier[k]([h])
+                    logits = self.classifier[k]([h])
+                    keep = check_keep((yield k, logits), len(logits))
+                    if k < last:
+                        # Exits follow the fusion blocks, so `low` is spent: what later exits
+                        # read is this block's output, this sub-network's `outs` and the
+                        # stems of the finer sub-networks.
+                        h, outs, stems = keep_rows((h, outs, stems), keep)
                     k += 1
             low = outs
 

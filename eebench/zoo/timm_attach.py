@@ -75,7 +75,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from eebench.zoo.base import ModelConfig, MultiExitModel
+from eebench.zoo.base import ModelConfig, MultiExitModel, check_keep, keep_rows
 from eebench.zoo.registry import register_family
 
 HEAD_KINDS = ("norm", "linear", "conv")
@@ -842,10 +842,7 @@ class TimmAttachedExits(MultiExitModel):
             keep = yield k, logits
             if k == last:
                 return
-            if keep is not None:
-                from eebench.zoo.base import check_keep
-
-                h = h[check_keep(keep, logits.shape[0])]
+            h = keep_rows(h, check_keep(keep, logits.shape[0]))
             k += 1
 
 
