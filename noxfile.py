@@ -34,6 +34,7 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Speed benchmarks; each prints the times it measured and their ratio, in one run."""
     session.run(PY, "benchmarks/bench_solvers.py", *session.posargs)
+    session.run(PY, "benchmarks/bench_speed.py")
 
 
 @nox.session

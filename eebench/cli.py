@@ -144,6 +144,43 @@ def _costs_all(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speed(args: argparse.Namespace) -> int:
+    from eebench.costs.speed import speed_of_model
+
+    if args.out:
+        prepare_output_file(args.out, "--out")
+    report = speed_of_model(
+        args.name, checkpoint=args.checkpoint, overrides=args.overrides,
+        thresholds=args.thresholds, exit_fractions=args.exit_fractions, results=args.results,
+        policy=args.policy, point=args.point, results_model=args.results_model, score=args.score,
+        convention=args.convention, samples=args.samples, data=args.data,
+        data_params=args.data_params, seed=args.seed, batch_sizes=args.batch_size,
+        device=args.device, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+        compile=args.compile, channels_last=args.channels_last,
+        progress=not args.json,
+    )
+    frame = report.to_frame()
+    if args.out:
+        _write_csv(frame, args.out)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        cols = ["batch_size", "predicted_speedup", "measured_speedup", "realised",
+                "exit_agreement", "throughput", "full_throughput", "latency_p50_ms",
+                "latency_p95_ms", "latency_p99_ms", "runner_overhead"]
+        _print_frame(frame[cols], floatfmt=".3f")
+        lat = ", ".join(f"{n} {ms:.2f}" for n, ms in zip(report.exit_names, report.exit_latency_ms))
+        print(f"cumulative latency per exit at batch 1 (ms): {lat}")
+        print(f"exit fractions: {frame['exit_fractions'].iloc[0]}; hardware: {report.hardware}")
+    for d in report.disagreements:
+        print(f"note: sample {d['sample']} (batch {d['batch_size']}) left at exit "
+              f"{d['real_exit']} for real but {d['simulated_exit']} simulated (score "
+              f"{d['score']:.9g} vs threshold {d['threshold']:.9g})", file=sys.stderr)
+    if args.out:
+        print(f"written to {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------- verify
 
 
@@ -520,6 +557,39 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--list-conventions", action="store_true", help="describe the counting conventions")
     sp.add_argument("--all", action="store_true", help="every zoo model, one row per exit")
     sp.add_argument("--csv", help="with --all: also write the table as CSV")
+
+    sp = add("speed", "measure real early exit: latency and throughput beside the MACs-predicted "
+             "speed-up, batch 1 and batched", cmd_speed)
+    sp.add_argument("name", help="registered model name (eebench zoo list)")
+    sp.add_argument("--checkpoint", help="weights to load (default: the model's random init)")
+    sp.add_argument("--overrides", type=_json_object, help="model overrides as JSON")
+    point = sp.add_mutually_exclusive_group(required=True)
+    point.add_argument("--exit-fractions", type=_floats, metavar="F1,F2,...",
+                       help="fraction of samples leaving at each exit (sums to 1); confidence "
+                       "thresholds are chosen on the same inputs")
+    point.add_argument("--thresholds", type=_floats, metavar="T1,T2,...",
+                       help="one threshold per exit but the last, on --score")
+    point.add_argument("--results", metavar="DIR", help="a results folder with a fitted policy")
+    sp.add_argument("--policy", help="with --results: the policy label, e.g. confidence/geometric")
+    sp.add_argument("--point", type=float, help="with --results: the param of the curve row")
+    sp.add_argument("--results-model", help="with --results: the model label when it has several")
+    sp.add_argument("--score", default="confidence", help="score of --thresholds")
+    sp.add_argument("--batch-size", type=lambda s: [int(v) for v in _floats(s)], default=[1, 64],
+                    help="batch sizes, e.g. 1,64 (default)")
+    sp.add_argument("--samples", type=int, default=64, help="images timed (the same for every run)")
+    sp.add_argument("--data", help="data set whose test images are used (default: seeded random "
+                    "images of the model's input size)")
+    sp.add_argument("--data-params", type=_json_object, help='data set arguments, e.g. \'{"root": "..."}\'')
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--convention", default="fvcore", help="cost convention of the prediction")
+    sp.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    sp.add_argument("--threads", type=int, help="torch CPU threads (recorded either way)")
+    sp.add_argument("--warmup", type=int, default=2)
+    sp.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is kept")
+    sp.add_argument("--compile", action="store_true", help="torch.compile the model's modules")
+    sp.add_argument("--channels-last", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print the full report as JSON")
+    sp.add_argument("--out", help="also write the rows as CSV")
 
     store = sub.add_parser("store", help="inspect, verify, import and export cached logits",
                            description="The cached-logit store.")

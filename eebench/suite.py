@@ -166,6 +166,27 @@ SUITE = Table(
         "models": Field(list, default=list, table=MODEL, doc="[[models]] tables"),
         "logits": Field(list, default=list, table=LOGITS, doc="[[logits]] tables: cached or imported logits"),
         "policies": Field(list, default=list, table=POLICY, doc="[[policies]] tables"),
+        "speed": Field(
+            dict,
+            default=None,
+            doc="measure real early exit of every model (results/<suite>/speed.csv)",
+            table=Table(
+                {
+                    "policy": Field(str, default=None,
+                                    doc="policy label whose thresholds exit (default: the first "
+                                    "threshold policy)"),
+                    "points": Field(int, default=3, check=positive,
+                                    doc="operating points along its curve"),
+                    "batch_sizes": Field(list, default=lambda: [1, 32], items=int,
+                                         check=lambda v: None if v and min(v) >= 1
+                                         else f"must be positive batch sizes, got {v!r}"),
+                    "samples": Field(int, default=64, check=positive, doc="test images timed"),
+                    "threads": Field(int, default=None, check=positive),
+                    "warmup": Field(int, default=1),
+                    "repeats": Field(int, default=3, check=positive),
+                }
+            ),
+        ),
         "evaluate": Field(
             dict,
             default=dict,
@@ -491,9 +512,10 @@ def run_suite(
     reports_dir = Path(reports_root) / name
 
     anytime_rows, curve_rows, summary_rows, reliability_rows, cost_rows = [], [], [], [], []
+    speed_rows: list[Any] = []
     provenance: dict[str, Any] = {}
 
-    def evaluate(label: str, val: Any, test: Any) -> None:
+    def evaluate(label: str, val: Any, test: Any) -> dict[str, Any]:
         """Anytime, reliability, every policy's curve and the summaries of one model."""
         anytime = anytime_table(test, ece_bins=suite["evaluate"]["ece_bins"])
         anytime.insert(0, "model", label)
@@ -517,6 +539,7 @@ def run_suite(
         summary.insert(0, "model", label)
         curve_rows.append(curve)
         summary_rows.append(summary)
+        return fitted
 
     if suite["models"]:
         d = suite["data"]
@@ -559,7 +582,9 @@ def run_suite(
                              "cost_convention": costs.convention,
                              "val_entry": sets["val"].manifest.get("key"),
                              "test_entry": sets["test"].manifest.get("key")}
-        evaluate(label, sets["val"], sets["test"])
+        fitted = evaluate(label, sets["val"], sets["test"])
+        if suite["speed"] is not None:
+            speed_rows.append(_measure_speed(suite, label, model, views["test"], costs.macs, fitted))
 
     for lg in suite["logits"]:
         ls, val, test = load_suite_logits(lg, store_root=store.root)
@@ -592,6 +617,8 @@ def run_suite(
         ):
             frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(cols))
             frame.to_csv(out_dir / file, index=False)
+        if speed_rows:
+            pd.concat(speed_rows, ignore_index=True).to_csv(out_dir / "speed.csv", index=False)
         published = published_rows(suite)
         if published is not None:
             published.to_csv(out_dir / "published.csv", index=False)
@@ -600,6 +627,33 @@ def run_suite(
         _write_meta(out_dir, suite, path, command, provenance, store, t0, files)
     index = build_report(results_dir, reports_dir)
     return SuiteOutput(results_dir=results_dir, report_index=Path(index))
+
+
+def _measure_speed(suite: dict[str, Any], label: str, model: Any, view: Any, costs: Any,
+                   fitted: dict[str, Any]) -> Any:
+    """Real early exit of one model at operating points of one fitted policy, on the first
+    test images (with the model's evaluation transform)."""
+    import torch
+
+    from eebench.costs.speed import speed_of_policy
+
+    s = suite["speed"]
+    threshold_policies = [lab for lab, p in fitted.items() if getattr(p, "solutions_", None)]
+    name = s["policy"] or (threshold_policies[0] if threshold_policies else None)
+    if name not in threshold_policies:
+        raise SuiteError(f"speed.policy must name a threshold policy of the suite "
+                         f"({', '.join(threshold_policies) or 'none'}), got {name!r}")
+    view = view.with_eval_transform(model.config)
+    n = min(s["samples"], len(view))
+    x = torch.stack([view[i][0] for i in range(n)])
+    print(f"timing real exits of {label} ({name}, {s['points']} points, batch sizes "
+          f"{s['batch_sizes']}, {n} images)", file=sys.stderr)
+    df = speed_of_policy(model, x, costs, fitted[name], points=s["points"],
+                         batch_sizes=s["batch_sizes"], threads=s["threads"], warmup=s["warmup"],
+                         repeats=s["repeats"], device=suite["suite"]["device"])
+    df["model"] = label
+    df.insert(1, "policy", name)
+    return df
 
 
 def _write_meta(out_dir: Path, suite: dict[str, Any], path: str | Path, command: str | None,

@@ -465,3 +465,76 @@ def plot_reliability(
                 if i == len(models) - 1 or j >= len(exits.get(models[min(i + 1, len(models) - 1)], [])):
                     ax.set_xlabel("confidence")
     return fig
+
+
+# ---------------------------------------------------------------- (5) real early exit
+
+
+SPEED_REQUIRED = ("model", "batch_size", "predicted_speedup", "measured_speedup", "throughput")
+
+
+def plot_speedup(speed: pd.DataFrame, models: Sequence[str] | None = None) -> Figure:
+    """Measured against MACs-predicted speed-up, one point per model, operating point and
+    batch size; the diagonal is "the MACs were right". A model keeps its colour, a batch
+    size its marker, so batch 1 and batched runs of the same point sit side by side."""
+    require_columns(speed, SPEED_REQUIRED, "the speed frame")
+    models = list(models) if models is not None else ordered(speed["model"])
+    colors = model_colors(models)
+    sizes = sorted({int(b) for b in speed["batch_size"]})
+    markers = {b: LINE_MARKERS[i % len(LINE_MARKERS)] for i, b in enumerate(sizes)}
+    with paper_style():
+        fig = new_figure(SINGLE_COLUMN_IN, 2.4)
+        ax = fig.add_subplot()
+        top = float(np.nanmax(speed[["predicted_speedup", "measured_speedup"]].to_numpy())) * 1.08
+        ax.plot([1, top], [1, top], color=BASELINE_GREY, linestyle="--", linewidth=0.8,
+                label="measured = predicted", zorder=1)
+        for m in models:
+            for b in sizes:
+                df = speed[(speed["model"].astype(str) == m) & (speed["batch_size"] == b)]
+                if df.empty:
+                    continue
+                ax.plot(df["predicted_speedup"], df["measured_speedup"], linestyle="none",
+                        marker=markers[b], color=colors[m], markeredgecolor="black",
+                        markeredgewidth=0.4, label=f"{m}, batch {b}", zorder=2)
+        ax.set_xlabel("speed-up predicted from MACs (×)")
+        ax.set_ylabel("measured speed-up (×)")
+        ax.set_xlim(left=1)
+        ax.set_ylim(bottom=min(1.0, float(np.nanmin(speed["measured_speedup"])) * 0.95))
+        _legend_below(fig, [ax], 2, 2.4)
+    return fig
+
+
+def plot_latency_curves(speed: pd.DataFrame, curves: pd.DataFrame,
+                        models: Sequence[str] | None = None) -> Figure:
+    """Test accuracy against measured time per image with real exits: the budgeted curve
+    with latency, not MACs, as the cost axis, one line per model and batch size."""
+    import pandas as pd
+
+    require_columns(speed, (*SPEED_REQUIRED, "policy", "param"), "the speed frame")
+    require_columns(curves, (*CURVE_COLUMNS, "param"), "the curves frame")
+    acc = curves[["model", "policy", "param", "test_acc"]].astype({"model": str, "policy": str})
+    df = pd.merge(speed.astype({"model": str, "policy": str}), acc, on=["model", "policy", "param"],
+                  how="inner")
+    if df.empty:
+        raise ValueError("no speed row matches an operating point of the curves (model, policy, param)")
+    df["ms_per_image"] = 1000.0 / df["throughput"]
+    models = list(models) if models is not None else ordered(df["model"])
+    colors = model_colors(models)
+    sizes = sorted({int(b) for b in df["batch_size"]})
+    styles = {b: ("-", "--", ":", "-.")[i % 4] for i, b in enumerate(sizes)}
+    markers = {b: LINE_MARKERS[i % len(LINE_MARKERS)] for i, b in enumerate(sizes)}
+    with paper_style():
+        fig = new_figure(SINGLE_COLUMN_IN, 2.4)
+        ax = fig.add_subplot()
+        for m in models:
+            for b in sizes:
+                sub = df[(df["model"] == m) & (df["batch_size"] == b)].sort_values("ms_per_image")
+                if sub.empty:
+                    continue
+                ax.plot(sub["ms_per_image"], 100 * sub["test_acc"], linestyle=styles[b],
+                        marker=markers[b], color=colors[m], label=f"{m}, batch {b}")
+        ax.set_xlabel("measured time per image (ms, real exits)")
+        ax.set_ylabel("test top-1 accuracy (%)")
+        ax.set_xlim(left=0)
+        _legend_below(fig, [ax], 2, 2.4)
+    return fig

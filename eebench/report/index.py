@@ -169,6 +169,25 @@ def load_results(results_dir: str | Path) -> Results:
     return Results(folder, meta, anytime, curves, summary, reliability)
 
 
+def _read_speed(folder: Path) -> pd.DataFrame | None:
+    """speed.csv of a results folder (real early exit), checked, or None when absent."""
+    import pandas as pd
+
+    from eebench.report.figures import SPEED_REQUIRED
+
+    path = folder / "speed.csv"
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path} cannot be read as CSV ({exc}); re-run the suite") from None
+    require_columns(df, SPEED_REQUIRED, str(path))
+    require_numbers(df, ["predicted_speedup", "measured_speedup", "throughput"], str(path))
+    df["model"] = df["model"].astype(str)
+    return df
+
+
 def results_dataset(results_dir: str | Path) -> str | None:
     """The data set a results folder was measured on: meta.json's ``dataset``, else the
     resolved suite's [data] table; None when neither says (logits or papers only)."""
@@ -207,10 +226,12 @@ def build_report(
         plot_anytime,
         plot_budgeted,
         plot_exit_distribution,
+        plot_latency_curves,
         plot_reliability,
+        plot_speedup,
     )
     from eebench.report.style import cost_scale, paper_style, save_figure
-    from eebench.report.tables import anytime_tables, budget_tables, summary_tables
+    from eebench.report.tables import anytime_tables, budget_tables, speed_table, summary_tables
 
     res = load_results(results_dir)
     meta = res.meta
@@ -282,6 +303,25 @@ def build_report(
                 f"Share of test samples leaving at each exit for every operating point of "
                 f"{policy}, operating points in order of mean test cost.",
             )
+        speed = _read_speed(res.folder)
+        if speed is None:
+            skipped.append("Real early exit: the suite has no [speed] section (no speed.csv).")
+        else:
+            save(
+                plot_speedup(speed, models=models),
+                "speedup",
+                "Real early exit: measured against predicted speed-up",
+                "Speed-up measured with real exits (the network stops for samples that leave; "
+                "batches shed them) against the speed-up the exits' MACs predict, per model, "
+                "operating point and batch size; on the dashed line the MACs were right.",
+            )
+            save(
+                plot_latency_curves(speed, res.curves, models=models),
+                "latency_curves",
+                "Budgeted accuracy against measured time",
+                "Test accuracy of the timed operating points against measured time per image "
+                "with real exits, one line per model and batch size.",
+            )
         if res.reliability is None:
             skipped.append("Reliability diagrams: reliability.csv is absent from the results.")
         elif res.reliability.empty:
@@ -309,6 +349,8 @@ def build_report(
 
         tables.append((published_points_table(published, scale),
                        "Every published number drawn in the figures, with the table or figure it comes from."))
+    if speed is not None:
+        tables.append((speed_table(speed), "Latency and throughput with real exits."))
     if res.summary is None:
         skipped.append("Summary tables: summary.csv is absent from the results.")
     elif res.summary.empty:

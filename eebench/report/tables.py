@@ -555,3 +555,29 @@ def _mean_acc_range(df: pd.DataFrame) -> tuple[float, float] | None:
         if m:
             return float(m.group(1)), float(m.group(2))
     return None
+
+
+def speed_table(speed: pd.DataFrame) -> Table:
+    """Real early exit beside its prediction: one row per model, operating point and batch
+    size, with the hardware in a footnote."""
+    rows = []
+    for r in speed.sort_values(["model", "param", "batch_size"]).to_dict("records"):
+        rows.append([
+            Cell(str(r["model"])), Cell(f"{r['param']:g}"), Cell(str(int(r["batch_size"]))),
+            _num_cell(r["predicted_speedup"], 2), _num_cell(r["measured_speedup"], 2),
+            _num_cell(r["realised"], 2), _num_cell(100 * r["exit_agreement"], 1),
+            _num_cell(r["throughput"], 1), _num_cell(r["latency_p50_ms"], 2),
+            _num_cell(r["latency_p99_ms"], 2),
+        ])
+    notes = ["Predicted: last exit's MACs over the mean MACs of the exits taken; measured: time of "
+             "the full network over time with real exits, same images and batch size; realised = "
+             "measured / predicted. Latency is per image at batch 1, per batch otherwise."]
+    hw = sorted({str(h) for h in speed.get("hardware", [])})
+    if hw:
+        notes.append("Measured on: " + "; ".join(hw) + ".")
+    return Table(
+        "speed", "Real early exit: measured against predicted speed-up",
+        ["model", "point", "batch", "predicted ×", "measured ×", "realised", "agreement (%)",
+         "images/s", "p50 (ms)", "p99 (ms)"],
+        rows, notes,
+    )
