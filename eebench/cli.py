@@ -172,6 +172,12 @@ def cmd_speed(args: argparse.Namespace) -> int:
         lat = ", ".join(f"{n} {ms:.2f}" for n, ms in zip(report.exit_names, report.exit_latency_ms))
         print(f"cumulative latency per exit at batch 1 (ms): {lat}")
         print(f"exit fractions: {frame['exit_fractions'].iloc[0]}; hardware: {report.hardware}")
+    if not args.json:
+        from eebench.costs.speed import published_throughput
+
+        for r in published_throughput(args.name).to_dict("records"):
+            print(f"published: {r['model']} {r.get('point') or ''} {r['throughput']:g} images/s "
+                  f"({r['citation']}; {r.get('note', '')})")
     for d in report.disagreements:
         print(f"note: sample {d['sample']} (batch {d['batch_size']}) left at exit "
               f"{d['real_exit']} for real but {d['simulated_exit']} simulated (score "

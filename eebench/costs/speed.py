@@ -566,3 +566,17 @@ def speed_of_policy(
         df.insert(1, "param", float(sols[i].param))
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+def published_throughput(name: str) -> pd.DataFrame:
+    """The papers' throughput rows of zoo model ``name`` (images/s, hardware in the note),
+    to read beside a measurement; empty where none is published or the folder is absent."""
+    import pandas as pd
+
+    from eebench.report.published import load_published
+
+    try:
+        rows = load_published()
+    except FileNotFoundError:
+        return pd.DataFrame()
+    return rows[(rows["setting"] == "throughput") & (rows["zoo_model"] == name)]
