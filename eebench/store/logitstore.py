@@ -752,7 +752,9 @@ class LogitStore:
         for p in sorted(self.partial_dir.iterdir()):
             if p.name.endswith(".lock"):
                 continue
-            lock = FileLock(str(p) + ".lock", timeout=0)
+            lock_path = Path(str(p) + ".lock")
+            had_lock = lock_path.exists()
+            lock = FileLock(str(lock_path), timeout=0)
             try:
                 lock.acquire()
             except Timeout:
@@ -762,6 +764,11 @@ class LogitStore:
             else:
                 active = False
                 lock.release()
+                # listing must leave the store as it found it (an extraction's lock stays:
+                # a new extraction of that entry may be taking it right now)
+                if not had_lock and not _KEY_RE.match(p.name):
+                    with contextlib.suppress(OSError):
+                        lock_path.unlink()
             size = _tree_size(p)
             kind = "extraction" if _KEY_RE.match(p.name) and (p / "job.json").is_file() else "leftover"
             out.append(PartialItem(p, kind, size, active))
