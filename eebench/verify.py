@@ -37,7 +37,7 @@ COST_TOLERANCES: dict[str, float] = {
     # The dynperceiver convention reproduces the official counter's output (exact for RegNetY
     # and MobileNetV3; ResNet within 1e-6, fvcore's einsum rounding in the official runs).
     "dynperceiver": 1e-4,
-    "chase": 0.10,
+    "chase": 0.02,  # measured: +1.50% / +0.01% / -1.58% against the paper's 2.6 / 2.15 / 3.19 G
     "mcga": 0.02,  # measured: -0.82% GMACs, -0.04% params (paper prints 0.7 G, 10.3 M)
 }
 DEFAULT_COST_TOLERANCE = 0.02

@@ -88,3 +88,15 @@ def test_cli_ablation_from_published_rows(tmp_path: Path, monkeypatch, capsys) -
     assert (tmp_path / "ablation.tex").is_file() and (tmp_path / "ablation.md").is_file()
     values = ablation_from_published(pd.read_csv(pub / "demo.csv"), "demo")
     assert values["budget"].tolist() == ["budget 1", "budget 1"]
+
+
+def test_cli_ablation_of_the_shipped_chase_rows(tmp_path: Path, monkeypatch, capsys) -> None:
+    # The README's example: Section III-C of CHASE as a table against the full model.
+    monkeypatch.delenv("EEBENCH_PUBLISHED", raising=False)
+    assert main(["ablation", "--published", "chase", "--reference", "CHASE", "--out", str(tmp_path)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ")]
+    assert lines[0] == "| variant | budgeted, quoted point | anytime, last exit |"
+    assert lines[1] == "| CHASE | 81.2 | 81.3 |"
+    assert lines[2] == "| CHASE w/o CAM and GAL | 79.7 (↓1.5) | — |"  # "a decline of more than 1.5%"
+    assert lines[3] == "| CHASE, GAL in the two final blocks | **81.6 (↑0.3)** | **81.6 (↑0.3)** |"
+    assert (tmp_path / "ablation.md").is_file()
