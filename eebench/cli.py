@@ -445,8 +445,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.suite, store_root=args.store, results_root=args.results,
         reports_root=args.reports, command=current_command(),
     )
+    if out.report_index is None:  # a rank other than 0 under torchrun
+        print(f"rank {os.environ.get('RANK')}: extraction done; rank 0 writes {out.results_dir}")
+        return 0
     print(f"results: {out.results_dir}")
     print(f"report:  {out.report_index}")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from eebench.parallel import current
+    from eebench.store import LogitStore, default_store_root
+    from eebench.suite import extract_models, load_suite
+
+    suite = load_suite(args.suite)
+    store = LogitStore(default_store_root(args.store))
+    world = current()
+    done = extract_models(suite, args.suite, store, progress=True, world=world)
+    if world.is_main:
+        for em in done:
+            print(f"{em.label}: val {em.provenance['val_entry'][:12]}, "
+                  f"test {em.provenance['test_entry'][:12]}")
+        print(f"store: {store.root} ({len(done)} models; `eebench run {args.suite}` reuses them)")
     return 0
 
 
@@ -670,6 +690,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("suite", help="suite TOML file, e.g. suites/quickstart.toml")
     sp.add_argument("--results", default="results", help="results root (default: results/)")
     sp.add_argument("--reports", default="reports", help="reports root (default: reports/)")
+    store_opt(sp)
+
+    sp = add("extract", "train or reuse every model of a suite and fill the store with its "
+             "logits, without evaluating (works under torchrun)", cmd_extract)
+    sp.add_argument("suite", help="suite TOML file")
     store_opt(sp)
 
     sp = add("report", "rebuild a report from saved results (no model, no store)", cmd_report)

@@ -21,6 +21,7 @@ from typing import Any
 
 from eebench.errors import DataError, OutputPathError
 from eebench.outputs import atomic_dir, check_path_name, prepare_output_dir
+from eebench.parallel import current as current_world
 from eebench.schema import Field, SuiteError, Table, one_of, positive, validate_table
 
 SCORES = ("confidence", "entropy", "margin")
@@ -130,7 +131,10 @@ SUITE = Table(
                     "name": Field(str, default=None, doc="defaults to the file name"),
                     "description": Field(str, default=""),
                     "seed": Field(int, default=0),
-                    "device": Field(str, default="cpu"),
+                    "device": Field(str, default="cpu", doc="cpu or cuda (under torchrun: each "
+                                    "rank's own GPU)"),
+                    "autocast": Field(str, default=None, check=one_of(["bf16", "fp16"]),
+                                      doc="mixed precision of extraction (part of the entries' identity)"),
                 }
             ),
         ),
@@ -147,6 +151,10 @@ SUITE = Table(
                     "val_index": Field(str, default=None, doc=".npy of validation indices"),
                     "test_index": Field(str, default=None, doc=".npy of test indices"),
                     "batch_size": Field(int, default=256, check=positive, doc="extraction batch"),
+                    "workers": Field(int, default=0, doc="DataLoader workers of extraction"),
+                    "chunk_size": Field(int, default=1024, check=positive,
+                                        doc="samples per extraction chunk (the unit of resuming "
+                                        "and of sharing work between torchrun ranks)"),
                 }
             ),
         ),
@@ -372,7 +380,86 @@ def suite_dataset(suite: dict[str, Any]) -> str | None:
 @dataclass
 class SuiteOutput:
     results_dir: Path
-    report_index: Path
+    report_index: Path | None  # None on the ranks other than 0 under torchrun
+
+
+@dataclass
+class ExtractedModel:
+    """One [[models]] table after extraction: the model with its weights, its costs, and its
+    validation and test logits in the store."""
+
+    label: str
+    model: Any
+    costs: Any
+    sets: dict[str, Any]
+    test_view: Any
+    provenance: dict[str, Any]
+
+
+def extract_models(suite: dict[str, Any], path: str | Path, store: Any, *, progress: bool = True,
+                   world: Any = None) -> list[ExtractedModel]:
+    """Train or reuse every model's weights, count its costs and fill the store with its
+    validation and test logits (entries already there are reused, never recomputed).
+
+    Under torchrun, rank 0 trains (the others wait, then load the weights it saved), every
+    rank extracts its share of the chunks, and rank 0 commits the entries.
+    """
+    from eebench.costs import count_costs
+    from eebench.data import create_dataset, split_dataset
+    from eebench.parallel import device_for
+    from eebench.store.validate import check_costs
+    from eebench.zoo.checkpoint import state_dict_sha256
+
+    world = world or current_world()
+    if not suite["models"]:
+        return []
+    d = suite["data"]
+    full = create_dataset(d["dataset"], **d["params"])
+    index_files = {k: d[f"{k}_index"] for k in ("val", "test") if d[f"{k}_index"]}
+    views = split_dataset(full, seed=d["seed"], fractions=d["splits"] if not full.official_splits else None,
+                          index_files=index_files or None)
+    for split in ("val", "test"):
+        if split not in views:
+            raise SuiteError(f"{path}: the data rule gives splits {list(views)}; val and test are needed")
+    trained = [m for m in suite["models"] if m["train"]]
+    if trained and "train" not in views:
+        raise SuiteError(f"{path}: models {[model_label(m) for m in trained]} need a train split")
+    device = device_for(suite["suite"]["device"], world)
+    out = []
+    for m in suite["models"]:
+        label = model_label(m)
+        if not world.is_main:
+            world.barrier()  # rank 0 trains (or finds) the weights first
+        model, weights = _prepare_model(m, suite, views, full.num_classes, store.root,
+                                        progress and world.is_main)
+        if world.is_main:
+            world.barrier()
+        model.eval()
+        costs = count_costs(model, convention=suite["costs"]["convention"],
+                            cross_check=suite["costs"]["cross_check"])
+        try:
+            check_costs(costs.macs, "costs")
+        except DataError as exc:  # a convention that is not cumulative cannot price exits
+            raise SuiteError(
+                f"{path}: models[{label}]: {exc} under the {costs.convention!r} counting "
+                "convention; set [costs] convention = \"fvcore\" to count cumulative work"
+            ) from None
+        weights_sha = state_dict_sha256(model)
+        sets = {}
+        for split in ("val", "test"):
+            key = extract_view_logits(
+                model, m["name"], views[split], split, store, costs=costs, weights_sha256=weights_sha,
+                batch_size=d["batch_size"], device=device, progress=progress,
+                autocast=suite["suite"]["autocast"], num_workers=d["workers"], world=world,
+                chunk_size=d["chunk_size"],
+            )
+            sets[split] = store.get(key)
+        prov = {**weights, "model": m["name"], "weights_sha256": weights_sha,
+                "cost_convention": costs.convention,
+                "val_entry": sets["val"].manifest.get("key"),
+                "test_entry": sets["test"].manifest.get("key")}
+        out.append(ExtractedModel(label, model, costs, sets, views["test"], prov))
+    return out
 
 
 def _recipe_hash(obj: Any) -> str:
@@ -493,14 +580,10 @@ def run_suite(
     ``reports/<suite>/``. Returns where they are."""
     import pandas as pd
 
-    from eebench.costs import count_costs
-    from eebench.data import create_dataset, split_dataset
     from eebench.evaluate import anytime_table, budgeted_curve, summarize
     from eebench.report import build_report, reliability_table
     from eebench.store import LogitStore, default_store_root
     from eebench.store.logitstore import file_sha256
-    from eebench.store.validate import check_costs
-    from eebench.zoo.checkpoint import state_dict_sha256
 
     t0 = time.time()
     suite = load_suite(path)
@@ -541,50 +624,20 @@ def run_suite(
         summary_rows.append(summary)
         return fitted
 
-    if suite["models"]:
-        d = suite["data"]
-        full = create_dataset(d["dataset"], **d["params"])
-        index_files = {k: d[f"{k}_index"] for k in ("val", "test") if d[f"{k}_index"]}
-        views = split_dataset(full, seed=d["seed"], fractions=d["splits"] if not full.official_splits else None,
-                              index_files=index_files or None)
-        for split in ("val", "test"):
-            if split not in views:
-                raise SuiteError(f"{path}: the data rule gives splits {list(views)}; val and test are needed")
-        trained = [m for m in suite["models"] if m["train"]]
-        if trained and "train" not in views:
-            raise SuiteError(f"{path}: models {[model_label(m) for m in trained]} need a train split")
-
-    for m in suite["models"]:
-        label = model_label(m)
-        model, weights = _prepare_model(m, suite, views, full.num_classes, store.root, progress)
-        model.eval()
-        costs = count_costs(model, convention=suite["costs"]["convention"],
-                            cross_check=suite["costs"]["cross_check"])
-        try:
-            check_costs(costs.macs, "costs")
-        except DataError as exc:  # a convention that is not cumulative cannot price exits
-            raise SuiteError(
-                f"{path}: models[{label}]: {exc} under the {costs.convention!r} counting "
-                "convention; set [costs] convention = \"fvcore\" to count cumulative work"
-            ) from None
-        cf = costs.to_frame()
-        cf.insert(0, "model", label)
+    world = current_world()
+    for em in extract_models(suite, path, store, progress=progress, world=world):
+        cf = em.costs.to_frame()
+        cf.insert(0, "model", em.label)
         cost_rows.append(cf)
-        weights_sha = state_dict_sha256(model)
-        sets = {}
-        for split in ("val", "test"):
-            key = extract_view_logits(
-                model, m["name"], views[split], split, store, costs=costs, weights_sha256=weights_sha,
-                batch_size=d["batch_size"], device=suite["suite"]["device"], progress=progress,
-            )
-            sets[split] = store.get(key)
-        provenance[label] = {**weights, "model": m["name"], "weights_sha256": weights_sha,
-                             "cost_convention": costs.convention,
-                             "val_entry": sets["val"].manifest.get("key"),
-                             "test_entry": sets["test"].manifest.get("key")}
-        fitted = evaluate(label, sets["val"], sets["test"])
+        provenance[em.label] = em.provenance
+        if not world.is_main:
+            continue  # the other ranks helped extract; rank 0 evaluates and reports
+        fitted = evaluate(em.label, em.sets["val"], em.sets["test"])
         if suite["speed"] is not None:
-            speed_rows.append(_measure_speed(suite, label, model, views["test"], costs.macs, fitted))
+            speed_rows.append(_measure_speed(suite, em.label, em.model, em.test_view,
+                                             em.costs.macs, fitted))
+    if not world.is_main:
+        return SuiteOutput(results_dir=results_dir, report_index=None)
 
     for lg in suite["logits"]:
         ls, val, test = load_suite_logits(lg, store_root=store.root)
@@ -694,6 +747,10 @@ def extract_view_logits(
     batch_size: int = 256,
     device: str = "cpu",
     progress: bool = True,
+    autocast: str | None = None,
+    num_workers: int = 0,
+    world: Any = None,
+    chunk_size: int = 1024,
 ) -> str:
     """Cache ``model``'s logits on one split view (with the model's eval transform) under
     the identity every caller shares, so a suite run and an accuracy check find each
@@ -726,6 +783,10 @@ def extract_view_logits(
         batch_size=batch_size,
         device=device,
         progress=progress,
+        autocast=autocast,
+        num_workers=num_workers,
+        world=world,
+        chunk_size=chunk_size,
     )
 
 

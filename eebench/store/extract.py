@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from eebench.parallel import World
+from eebench.parallel import current as current_world
 from eebench.store.logitset import LogitSet
 from eebench.store.logitstore import (
     EntryExistsError,
@@ -36,6 +38,8 @@ from eebench.store.logitstore import (
 from eebench.store.validate import check_costs, check_values
 
 JOB_FILE = "job.json"
+#: Mixed precision an extraction may run in; it changes the logits, so it enters the identity.
+AUTOCAST_DTYPES: dict[str, Any] = {}
 CHUNK_PATTERN = "chunk_{:05d}.npz"
 
 
@@ -120,16 +124,26 @@ def _run_chunk(
     dtype: np.dtype,
     num_exits: int | None,
     bar: Any,
+    autocast: str | None = None,
+    channels_last: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
+    import contextlib as _ctx
+
     import torch
     from torch.utils.data import DataLoader, Subset
 
+    on_gpu = str(device).startswith("cuda")
     loader = DataLoader(
         Subset(dataset, range(start, stop)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
+        pin_memory=on_gpu,
+        prefetch_factor=4 if num_workers > 0 else None,
+        persistent_workers=False,
     )
+    amp = (torch.autocast(device_type=torch.device(device).type, dtype=AUTOCAST_DTYPES[autocast])
+           if autocast else _ctx.nullcontext())
     blocks: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for batch in loader:
@@ -139,7 +153,11 @@ def _run_chunk(
                 f"{type(batch).__name__} batches"
             )
         x, y = batch[0], batch[1]
-        outs = model(x.to(device))
+        x = x.to(device, non_blocking=on_gpu)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with amp:
+            outs = model(x)
         if isinstance(outs, torch.Tensor):
             raise StoreError(
                 "the model returned one tensor; a MultiExitModel returns a list with one "
@@ -181,6 +199,9 @@ def extract_logits(
     device: Any = "cpu",
     num_workers: int = 0,
     progress: bool = True,
+    autocast: str | None = None,
+    channels_last: bool = False,
+    world: World | None = None,
 ) -> str:
     """Cache ``model``'s per-exit logits on ``dataset`` in ``store``; returns the entry key.
 
@@ -192,6 +213,13 @@ def extract_logits(
     ``cost_counter`` describes how they were counted (tool, unit, convention).
     An existing entry is returned at once (renamed to ``name`` if given).
     Killed runs resume from their finished chunks in ``<root>/.partial/<key>/``.
+
+    ``autocast`` ("bf16" or "fp16") runs the model in mixed precision and enters the
+    identity (it changes the logits); ``channels_last`` and ``num_workers`` (DataLoader
+    workers; memory is pinned on a GPU) change only speed. Under ``torchrun`` (``world``,
+    default: the environment's) every rank computes its own chunks (round robin) into the
+    shared work folder and rank 0 assembles and commits the entry, so the entry is the same
+    whatever the world size, and a run killed under one world size resumes under another.
     """
 
     dt = check_logit_dtype(dtype)
@@ -206,7 +234,13 @@ def extract_logits(
             "leave dtype out of the identity (it is added) or make the two agree"
         )
     ident["dtype"] = dt.name
+    if autocast is not None:
+        _autocast_dtypes()
+        if autocast not in AUTOCAST_DTYPES:
+            raise StoreError(f"autocast must be one of {sorted(AUTOCAST_DTYPES)} or None, got {autocast!r}")
+        ident["autocast"] = autocast
     key = identity_key(ident)
+    world = world or current_world()
 
     if store.has_key(key):
         if name is not None:
@@ -236,15 +270,19 @@ def extract_logits(
     if ids.shape[0] != n:
         raise StoreError(f"the data set has {n} items but {ids.shape[0]} ids")
 
+    args = {"n": n, "ids": ids, "costs": costs, "cost_counter": cost_counter,
+            "exit_names": exit_names, "num_exits": num_exits, "name": name,
+            "batch_size": batch_size, "chunk_size": chunk_size, "dt": dt, "device": device,
+            "num_workers": num_workers, "progress": progress, "autocast": autocast,
+            "channels_last": channels_last, "world": world}
+    if world.size > 1:  # the ranks share the work folder; rank 0 alone commits
+        return _extract(model, dataset, store, key, ident, **args)
     with _extraction_lock(store, key):
         if store.has_key(key):  # another process extracted it while this one waited
             if name is not None:
                 store.rename(key, name, replace=False)
             return key
-        return _extract(model, dataset, store, key, ident, n=n, ids=ids, costs=costs,
-                        cost_counter=cost_counter, exit_names=exit_names, num_exits=num_exits,
-                        name=name, batch_size=batch_size, chunk_size=chunk_size, dt=dt,
-                        device=device, num_workers=num_workers, progress=progress)
+        return _extract(model, dataset, store, key, ident, **args)
 
 
 @contextlib.contextmanager
@@ -272,20 +310,24 @@ def _extract(
     ids: np.ndarray, costs: np.ndarray | None, cost_counter: str | Mapping[str, Any] | None,
     exit_names: Sequence[str] | None, num_exits: int | None, name: str | None, batch_size: int,
     chunk_size: int, dt: np.dtype, device: Any, num_workers: int, progress: bool,
+    autocast: str | None, channels_last: bool, world: World,
 ) -> str:
     import torch
     from tqdm.auto import tqdm
 
     work = store.partial_dir / key
+    # what makes chunks interchangeable: not the rank, the world size or the GPU's index
     job = {"key": key, "n": n, "chunk_size": chunk_size, "batch_size": batch_size,
-           "dtype": dt.name, "device": str(device)}
-    _prepare_workdir(work, job)
+           "dtype": dt.name, "device": torch.device(device).type, "autocast": autocast}
+    if world.is_main:
+        _prepare_workdir(work, job)
+    world.barrier()
+    work.mkdir(parents=True, exist_ok=True)  # rank 0 made it; never clear it from another rank
     spans = chunk_spans(n, chunk_size)
-    todo = [
-        i for i, (s, e) in enumerate(spans)
-        if read_chunk(work / CHUNK_PATTERN.format(i), s, e, dt) is None
-    ]
-    done_samples = n - sum(spans[i][1] - spans[i][0] for i in todo)
+    mine = [i for i in range(len(spans)) if world.owns(i)]
+    todo = [i for i in mine if read_chunk(work / CHUNK_PATTERN.format(i), *spans[i], dt) is None]
+    total = sum(spans[i][1] - spans[i][0] for i in mine)
+    done_samples = total - sum(spans[i][1] - spans[i][0] for i in todo)
 
     if todo:
         was_training = bool(getattr(model, "training", False))
@@ -293,7 +335,8 @@ def _extract(
             model.to(device)
         if hasattr(model, "eval"):
             model.eval()
-        bar = tqdm(total=n, initial=done_samples, unit="img", desc=f"extract {key[:12]}",
+        rank = f" rank {world.rank}/{world.size}" if world.size > 1 else ""
+        bar = tqdm(total=total, initial=done_samples, unit="img", desc=f"extract {key[:12]}{rank}",
                    disable=not progress, leave=False)
         try:
             with torch.no_grad():
@@ -302,6 +345,7 @@ def _extract(
                     logits, labels = _run_chunk(
                         model, dataset, s, e, batch_size=batch_size, num_workers=num_workers,
                         device=device, dtype=dt, num_exits=num_exits, bar=bar,
+                        autocast=autocast, channels_last=channels_last,
                     )
                     _write_chunk(work / CHUNK_PATTERN.format(i), logits, labels, (s, e))
         finally:
@@ -309,8 +353,26 @@ def _extract(
             if was_training and hasattr(model, "train"):
                 model.train(True)
 
-    return _assemble(store, work, key, ident, spans, ids, dt, costs, cost_counter, exit_names,
-                     name, job)
+    world.barrier()  # every rank's chunks are on disk
+    failure: Exception | None = None
+    if world.is_main:
+        try:
+            _assemble(store, work, key, ident, spans, ids, dt, costs, cost_counter, exit_names,
+                      name, {**job, "world_size": world.size})
+        except Exception as exc:  # the other ranks must not wait forever at the barrier
+            failure = exc
+    world.barrier()  # the entry is committed (or rank 0 failed)
+    if failure is not None:
+        raise failure
+    if not store.has_key(key):
+        raise StoreError(f"rank 0 did not commit entry {key[:12]}; see its output")
+    return key
+
+
+def _autocast_dtypes() -> None:
+    import torch
+
+    AUTOCAST_DTYPES.update({"bf16": torch.bfloat16, "fp16": torch.float16})
 
 
 def _assemble(
