@@ -118,7 +118,14 @@ def describe_model(name: str, **overrides: Any) -> dict[str, Any]:
     compute), so the whole zoo can be listed in a second."""
     import torch
 
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            model = create_model(name, **overrides)
+    except (RuntimeError, NotImplementedError) as exc:
+        if "meta" not in str(exc):
+            raise
+        # some constructors read tensor values while building (older timm ViTs call
+        # .item() on a linspace): build those on the CPU instead
         model = create_model(name, **overrides)
     cfg = model.config
     return {
