@@ -17,7 +17,11 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from zoo_testing import assert_compaction, one_torch_thread  # noqa: F401  (module fixture)
+from zoo_testing import (  # noqa: F401  (module fixture)
+    assert_bad_keep_masks_refused,
+    assert_compaction,
+    one_torch_thread,
+)
 
 import eebench.zoo.cfvit  # noqa: F401  (registers the models)
 from eebench.costs import ExitCosts, count_costs
@@ -303,16 +307,8 @@ def test_everyone_leaving_at_the_coarse_exit_runs_nothing_of_the_fine_pass() -> 
     assert exits.tolist() == [0] * 7 and fired == []
 
 
-@pytest.mark.parametrize(
-    "bad", [torch.ones(6, dtype=torch.bool), torch.ones(7, dtype=torch.long), [True] * 7]
-)
-def test_a_bad_keep_mask_is_rejected(bad: Any) -> None:
-    gen = _small().iter_exits(torch.randn(7, 3, 224, 224))
-    with torch.no_grad():
-        k, logits = next(gen)
-        assert k == 0 and logits.shape == (7, 7)
-        with pytest.raises(ValueError, match=r"bool keep-mask of shape \(7,\)"):
-            gen.send(bad)
+def test_a_bad_keep_mask_is_rejected() -> None:
+    assert_bad_keep_masks_refused(_small(), torch.randn(7, 3, 224, 224))
 
 
 # ---------------------------------------------------------------- costs (fvcore convention)

@@ -19,7 +19,11 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from zoo_testing import assert_compaction, one_torch_thread  # noqa: F401  (module fixture)
+from zoo_testing import (  # noqa: F401  (module fixture)
+    assert_bad_keep_masks_refused,
+    assert_compaction,
+    one_torch_thread,
+)
 
 import eebench.zoo.dvt  # noqa: F401  (registers the models)
 from eebench.costs import ExitCosts, count_costs
@@ -312,16 +316,8 @@ def test_nobody_reaching_the_last_exit_never_runs_its_transformer() -> None:
     assert exits.tolist() == EXIT_PATTERNS[1] and fired == []
 
 
-@pytest.mark.parametrize(
-    "bad", [torch.ones(3, dtype=torch.bool), torch.ones(7), torch.ones(7, 1, dtype=torch.bool)]
-)
-def test_a_bad_keep_mask_is_rejected(small_models: dict[str, DVT], bad: torch.Tensor) -> None:
-    gen = small_models["t2t"].iter_exits(torch.randn(7, 3, 224, 224))
-    with torch.no_grad():
-        k, logits = next(gen)
-        assert k == 0 and logits.shape == (7, 5)
-        with pytest.raises(ValueError, match=r"bool keep-mask of shape \(7,\)"):
-            gen.send(bad)
+def test_a_bad_keep_mask_is_rejected(small_models: dict[str, DVT]) -> None:
+    assert_bad_keep_masks_refused(small_models["t2t"], torch.randn(7, 3, 224, 224))
 
 
 def test_counted_exit_cost_is_the_cost_of_the_truncated_run(small_models: dict[str, DVT]) -> None:

@@ -20,6 +20,7 @@ import pytest
 import torch
 from torch import nn
 from zoo_testing import (  # noqa: F401  (one_torch_thread: module fixture)
+    assert_bad_keep_masks_refused,
     assert_compaction,
     meta_model,
     one_torch_thread,
@@ -353,20 +354,7 @@ def test_each_part_runs_only_for_the_samples_that_reach_its_exit(name: str) -> N
 
 def test_a_bad_keep_mask_gets_a_clear_error() -> None:
     name = "dynperceiver_mobilenetv3_075"
-    model, x = _seeded(name), _batch(name)
-    for bad in (torch.ones(6, dtype=torch.bool), torch.ones(7), [True] * 7):
-        gen = model.iter_exits(x)
-        with torch.no_grad():
-            next(gen)
-            with pytest.raises(ValueError, match=r"bool keep-mask of shape \(7,\)"):
-                gen.send(bad)
-    gen = model.iter_exits(x)  # a later exit checks against the rows it yielded, not the batch
-    with torch.no_grad():
-        next(gen)
-        k, logits = gen.send(torch.tensor([True, False] * 3 + [True]))
-        assert (k, logits.shape[0]) == (1, 4)
-        with pytest.raises(ValueError, match=r"shape \(4,\) .*got torch.bool of shape \(7,\)"):
-            gen.send(torch.ones(7, dtype=torch.bool))
+    assert_bad_keep_masks_refused(_seeded(name), _batch(name))
 
 
 @pytest.mark.parametrize("name", list(CASES))

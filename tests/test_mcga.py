@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 from zoo_testing import (  # noqa: F401  (one_torch_thread: module fixture)
+    assert_bad_keep_masks_refused,
     assert_compaction,
     meta_model,
     one_torch_thread,
@@ -423,13 +424,7 @@ def test_later_stages_and_heads_run_only_for_the_samples_that_reach_them() -> No
 
 
 def test_a_bad_keep_mask_gets_a_clear_error() -> None:
-    model, x = _small("mcga_exits"), _image(batch=7)
-    for bad in (torch.ones(6, dtype=torch.bool), torch.ones(7), [True] * 7):
-        gen = model.iter_exits(x)
-        with torch.no_grad():
-            next(gen)
-            with pytest.raises(ValueError, match=r"bool keep-mask of shape \(7,\)"):
-                gen.send(bad)
+    assert_bad_keep_masks_refused(_small("mcga_exits"), _image(batch=7))
 
 
 def test_a_mask_that_keeps_nobody_leaves_empty_later_exits() -> None:

@@ -17,7 +17,9 @@ import pytest
 import torch
 from torch import nn
 from zoo_testing import (  # noqa: F401
+    assert_bad_keep_masks_refused,
     assert_compaction,
+    assert_keeping_everyone_changes_nothing,
     meta_model,
     one_torch_thread,
     seeded_state,
@@ -396,28 +398,9 @@ def test_samples_that_exit_are_dropped_and_the_rest_match_the_full_run(
         assert_compaction(model, x, exit_at)
 
 
-def test_a_keep_mask_that_keeps_everyone_changes_nothing() -> None:
+def test_keep_masks_are_checked_and_keeping_everyone_changes_nothing() -> None:
     torch.manual_seed(0)
     model = create_model("ranet_cifar10", **TINY_CIFAR).eval()
     x = torch.randn(3, 3, 32, 32)
-    with torch.no_grad():
-        full = model(x)
-        gen = model.iter_exits(x)
-        got = [next(gen)[1]]
-        for _ in range(model.num_exits - 1):
-            got.append(gen.send(torch.ones(3, dtype=torch.bool))[1])
-    assert all(torch.equal(a, b) for a, b in zip(got, full))
-
-
-@pytest.mark.parametrize(
-    "mask",
-    [torch.ones(2, dtype=torch.bool), torch.ones(3, dtype=torch.long), [True, True, False]],
-    ids=["wrong-length", "wrong-dtype", "not-a-tensor"],
-)
-def test_a_bad_keep_mask_gets_a_clear_error(mask: object) -> None:
-    model = create_model("ranet_cifar10", **TINY_CIFAR).eval()
-    with torch.no_grad():
-        gen = model.iter_exits(torch.randn(3, 3, 32, 32))
-        next(gen)
-        with pytest.raises(ValueError, match=r"bool keep-mask of shape \(3,\)"):
-            gen.send(mask)
+    assert_keeping_everyone_changes_nothing(model, x)
+    assert_bad_keep_masks_refused(model, x)

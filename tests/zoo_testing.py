@@ -104,3 +104,38 @@ def assert_compaction(model: nn.Module, x: torch.Tensor, exit_at: list[int],
     shrunk = [(a, name, d) for a, name, d in sizes if a < n and d == n]
     assert not shrunk, f"modules still computing all {n} rows after samples left: {shrunk[:5]}"
     assert any(a < n for a, _, _ in sizes), "no module ran after the first samples left"
+
+
+def assert_bad_keep_masks_refused(model: nn.Module, x: torch.Tensor) -> None:
+    """Every model checks the keep-mask it is sent (``check_keep``): a mask of the wrong
+    length, dtype or type fails with one clear ValueError, and a later exit checks against
+    the rows it yielded, not the original batch."""
+    n = x.shape[0]
+    bads = [torch.ones(n - 1, dtype=torch.bool), torch.ones(n, dtype=torch.long), [True] * n]
+    for bad in bads:
+        gen = model.iter_exits(x)
+        with torch.no_grad():
+            next(gen)
+            with pytest.raises(ValueError, match=rf"bool keep-mask of shape \({n},\)"):
+                gen.send(bad)
+    if model.num_exits > 2 and n > 2:
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[0] = False
+        gen = model.iter_exits(x)
+        with torch.no_grad():
+            next(gen)
+            _, logits = gen.send(keep)
+            assert logits.shape[0] == n - 1
+            with pytest.raises(ValueError, match=rf"shape \({n - 1},\)"):
+                gen.send(torch.ones(n, dtype=torch.bool))
+
+
+def assert_keeping_everyone_changes_nothing(model: nn.Module, x: torch.Tensor) -> None:
+    """A mask that keeps every row copies nothing and computes exactly the full run."""
+    with torch.no_grad():
+        full = model(x)
+        gen = model.iter_exits(x)
+        got = [next(gen)[1]]
+        for _ in range(model.num_exits - 1):
+            got.append(gen.send(torch.ones(x.shape[0], dtype=torch.bool))[1])
+    assert all(torch.equal(a, b) for a, b in zip(got, full))
