@@ -346,7 +346,10 @@ def measure_speed(
             fractions = np.bincount(simulated, minlength=k_exits) / n
             exit_ms = _exit_latency(model, x_all, timed, warmup, repeats)
             rows, disagreements = [], []
-            for b in sizes:
+            from tqdm.auto import tqdm
+
+            for b in tqdm(sizes, desc=f"timing {len(sizes)} batch sizes", unit="batch size",
+                          disable=not progress, leave=False):
                 row, bad = _one_batch_size(model, x_all, b, rule, simulated, ref, timed,
                                            warmup, repeats, run_exits)
                 row.update({
