@@ -91,7 +91,7 @@ SUITE = """
 name = "sharded"
 [data]
 dataset = "digits"
-splits = {{ train = 0.6, val = 0.2, test = 0.2 }}
+splits = {{ train = 0.25, val = 0.35, test = 0.35 }}
 batch_size = 16
 chunk_size = 48
 [[models]]
@@ -134,3 +134,35 @@ def test_torchrun_with_two_processes_gives_the_entries_of_one(tmp_path) -> None:
     assert len(list((tmp_path / "two" / "weights").glob("*.pth"))) == 1
     np.testing.assert_array_equal(np.asarray(a.get(a.keys()[0]).logits),
                                   np.asarray(b.get(a.keys()[0]).logits))
+
+
+def test_extract_fills_the_store_and_run_reuses_it(tmp_path, capsys) -> None:
+    from eebench.cli import main
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(overrides="").replace("epochs = 1", "epochs = 1\nseed = 3"))
+    store = tmp_path / "store"
+    assert main(["extract", str(suite), "--store", str(store)]) == 0
+    s = LogitStore(store)
+    before = {k: s.show(k)["created"] for k in s.keys()}
+    weights = sorted((store / "weights").glob("*.pth"))
+    assert len(before) == 2 and len(weights) == 1
+    assert not (tmp_path / "results").exists()  # nothing evaluated
+    out = capsys.readouterr().out
+    assert "eebench run" in out and str(store) in out
+
+    import eebench.train
+
+    def no_training(*a, **k):
+        raise AssertionError("run trained again")
+
+    real = eebench.train.train_multi_exit
+    eebench.train.train_multi_exit = no_training
+    try:
+        assert main(["run", str(suite), "--store", str(store), "--results", str(tmp_path / "results"),
+                     "--reports", str(tmp_path / "reports")]) == 0
+    finally:
+        eebench.train.train_multi_exit = real
+    assert {k: s.show(k)["created"] for k in s.keys()} == before
+    assert sorted((store / "weights").glob("*.pth")) == weights
+    assert (tmp_path / "results" / "sharded" / "curves.csv").is_file()
