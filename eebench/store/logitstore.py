@@ -911,6 +911,63 @@ class LogitStore:
             self._finish(tmp, key, logitset, identity, name, overwrite, dtype=dt)
         return key
 
+    def commit_folder(
+        self,
+        tmp: Path,
+        logitset: LogitSet,
+        identity: Mapping[str, Any],
+        name: str | None = None,
+        overwrite: bool = False,
+        *,
+        logits_sha256: str,
+    ) -> str:
+        """Commit a ``scratch`` folder whose ``logits.npy`` the caller wrote; returns the key.
+
+        For writers that stream logits too large to hold in memory (an import reads them
+        from a file block by block): they fill ``tmp/logits.npy`` (an .npy of float32 or
+        float16, (N, K, C)), check its values on the way, and hash it as they write it
+        (``logits_sha256``, trusted as given: a wrong one makes the entry read as damaged).
+        ``logitset`` gives everything else (labels, ids, costs, exit names, kind, manifest);
+        its ``logits`` only need the file's shape, e.g. the file memory-mapped. Small arrays,
+        checksums and manifest are written and the folder is committed exactly as ``put``
+        does: renamed into place under the store lock, whole or not at all.
+        """
+        if not isinstance(logitset, LogitSet):
+            raise StoreError(f"commit_folder expects a LogitSet, got {type(logitset).__name__}")
+        if not isinstance(logits_sha256, str) or not _KEY_RE.match(logits_sha256):
+            raise StoreError(f"logits_sha256 must be 64 lowercase hex digits, got {logits_sha256!r}")
+        tmp = Path(tmp)
+        if tmp.parent.resolve() != self.partial_dir.resolve() or not tmp.is_dir():
+            raise StoreError(
+                f"{tmp} is not a work folder of {self.root}; build the entry in store.scratch()"
+            )
+        key = identity_key(identity)
+        self.check_name(name, key)
+        if self.has_key(key) and not overwrite:
+            raise EntryExistsError(self._exists_message(key))
+        if logitset.num_samples == 0:
+            raise StoreError("refusing to store an empty LogitSet (0 samples)")
+        check_costs(logitset.costs, "costs", allow_unknown=True)
+        path = tmp / "logits.npy"
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dt = read_header(f)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path} is not a readable .npy file ({exc})") from exc
+        if fortran or tuple(shape) != tuple(logitset.logits.shape):
+            raise StoreError(
+                f"{path} holds {'a Fortran-ordered' if fortran else 'an'} array of shape "
+                f"{tuple(shape)}; the LogitSet says {tuple(logitset.logits.shape)}"
+            )
+        dt = check_logit_dtype(dt)
+        fsync_path(path)
+        self._finish(tmp, key, logitset, identity, name, overwrite, dtype=dt,
+                     logits_sha256=logits_sha256)
+        return key
+
     def _exists_message(self, key: str) -> str:
         return (
             f"entry {key[:SHORT_KEY]} already exists in {self.root} for this identity; "
@@ -927,12 +984,21 @@ class LogitStore:
         overwrite: bool,
         *,
         dtype: np.dtype,
+        logits_sha256: str | None = None,
     ) -> None:
-        """Write everything but logits.npy into ``tmp``, checksum, manifest, commit."""
+        """Write everything but logits.npy into ``tmp``, checksum, manifest, commit.
+
+        ``logits_sha256``, given by a writer that hashed logits.npy while writing it, saves
+        reading the file once more.
+        """
         _save_npy(tmp / "labels.npy", np.asarray(logitset.labels, dtype=np.int64))
         _save_npy(tmp / "ids.npy", np.asarray(logitset.ids, dtype=np.int64))
         _save_npy(tmp / "costs.npy", np.asarray(logitset.costs, dtype=np.float64))
-        files = {f: file_sha256(tmp / f) for f in ARRAY_FILES}
+        files = {
+            f: logits_sha256 if f == "logits.npy" and logits_sha256 is not None
+            else file_sha256(tmp / f)
+            for f in ARRAY_FILES
+        }
         ident = _canonical(identity, "")
         manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "key": key, "name": name}
         for f in IDENTITY_FIELDS:
