@@ -892,19 +892,11 @@ class LogitStore:
         swaps the new entry in atomically. ``dtype`` (float32 or float16)
         defaults to the logits' own dtype when it is one of those, else float32.
         """
-        if not isinstance(logitset, LogitSet):
-            raise StoreError(f"put expects a LogitSet, got {type(logitset).__name__}")
-        key = identity_key(identity)
-        self.check_name(name, key)
-        if self.has_key(key) and not overwrite:
-            raise EntryExistsError(self._exists_message(key))
-        if logitset.num_samples == 0:
-            raise StoreError("refusing to store an empty LogitSet (0 samples)")
+        key = self._check_new_entry("put", logitset, identity, name, overwrite)
         if dtype is None:
             src = np.dtype(logitset.logits.dtype)
             dtype = src.name if src.name in LOGIT_DTYPES else "float32"
         dt = check_logit_dtype(dtype)
-        check_costs(logitset.costs, "costs", allow_unknown=True)
         check_values(logitset.logits, logitset.kind, f"{logitset.kind} to store")
         with self.scratch(key) as tmp:
             write_logits_npy(tmp / "logits.npy", logitset.logits, dt)
@@ -932,8 +924,6 @@ class LogitStore:
         checksums and manifest are written and the folder is committed exactly as ``put``
         does: renamed into place under the store lock, whole or not at all.
         """
-        if not isinstance(logitset, LogitSet):
-            raise StoreError(f"commit_folder expects a LogitSet, got {type(logitset).__name__}")
         if not isinstance(logits_sha256, str) or not _KEY_RE.match(logits_sha256):
             raise StoreError(f"logits_sha256 must be 64 lowercase hex digits, got {logits_sha256!r}")
         tmp = Path(tmp)
@@ -941,13 +931,7 @@ class LogitStore:
             raise StoreError(
                 f"{tmp} is not a work folder of {self.root}; build the entry in store.scratch()"
             )
-        key = identity_key(identity)
-        self.check_name(name, key)
-        if self.has_key(key) and not overwrite:
-            raise EntryExistsError(self._exists_message(key))
-        if logitset.num_samples == 0:
-            raise StoreError("refusing to store an empty LogitSet (0 samples)")
-        check_costs(logitset.costs, "costs", allow_unknown=True)
+        key = self._check_new_entry("commit_folder", logitset, identity, name, overwrite)
         path = tmp / "logits.npy"
         try:
             with open(path, "rb") as f:
@@ -966,6 +950,21 @@ class LogitStore:
         fsync_path(path)
         self._finish(tmp, key, logitset, identity, name, overwrite, dtype=dt,
                      logits_sha256=logits_sha256)
+        return key
+
+    def _check_new_entry(self, caller: str, logitset: LogitSet, identity: Mapping[str, Any],
+                         name: str | None, overwrite: bool) -> str:
+        """The key of a write about to start, after the checks every write makes first:
+        a LogitSet with samples and sane costs, a free name, no entry unless ``overwrite``."""
+        if not isinstance(logitset, LogitSet):
+            raise StoreError(f"{caller} expects a LogitSet, got {type(logitset).__name__}")
+        key = identity_key(identity)
+        self.check_name(name, key)
+        if self.has_key(key) and not overwrite:
+            raise EntryExistsError(self._exists_message(key))
+        if logitset.num_samples == 0:
+            raise StoreError("refusing to store an empty LogitSet (0 samples)")
+        check_costs(logitset.costs, "costs", allow_unknown=True)
         return key
 
     def _exists_message(self, key: str) -> str:
