@@ -77,6 +77,24 @@ def test_a_killed_sharded_extraction_resumes_in_another_world_size(tmp_path) -> 
     assert not work.exists()
 
 
+def test_a_sharded_extraction_with_features_resumes_and_matches_one_process(tmp_path) -> None:
+    kw = dict(costs=[1, 2], batch_size=BATCH, chunk_size=CHUNK, progress=False, features=True)
+    ref_store = LogitStore(tmp_path / "ref")
+    ref_key = extract_logits(TinyExitModel(), TinyDataset(), ref_store,
+                             tiny_identity(TinyExitModel()), **kw)
+    store = LogitStore(tmp_path / "s")
+    for rank, fail_after in ((0, 3), (1, 5)):  # as above: chunks 0, 1 and 3 survive
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            extract_logits(TinyExitModel(fail_after=fail_after), TinyDataset(), store,
+                           tiny_identity(TinyExitModel()), world=LoneRank(rank, 2), **kw)
+    model = TinyExitModel()
+    key = extract_logits(model, TinyDataset(), store, tiny_identity(model), world=World(0, 1), **kw)
+    assert key == ref_key and model.calls == batches_for([2, 4, 5, 6])
+    files = store.show(key)["files"]
+    assert files == ref_store.show(ref_key)["files"]
+    assert {"features_0.npy", "features_1.npy"} <= set(files)
+
+
 def test_rank_zero_refuses_to_commit_missing_chunks(tmp_path) -> None:
     store = LogitStore(tmp_path)
     with pytest.raises(Exception, match="chunk 1 .* vanished or broke"):

@@ -1,51 +1,46 @@
 """The cached-logit store: everything downstream of a model reads from here.
 
-Importing this package loads numpy only (no torch, no pandas), so the
-``store``, ``sweep`` and ``report`` commands start quickly; extraction and
-``.pth`` import load torch inside the functions that need it.
+The names below load on first use (PEP 562): importing the package costs
+nothing, and a command loads only the modules it uses (``LogitStore`` needs
+numpy, never pandas or torch). Extraction and ``.pth`` import load torch inside
+the functions that need it.
 """
 
 from __future__ import annotations
 
-from eebench.store.extract import extract_logits
-from eebench.store.formats import (
-    export_npz,
-    import_msdnet_logits,
-    import_npz,
-    load_msdnet_logits,
-    load_npz_logits,
-)
-from eebench.store.logitset import KINDS, LogitSet
-from eebench.store.logitstore import (
-    AmbiguousReferenceError,
-    EntryExistsError,
-    EntryNotFoundError,
-    LogitStore,
-    StoreError,
-    VerifyProblem,
-    default_store_root,
-    extraction_identity,
-    identity_key,
-    indices_sha256,
-)
+import importlib
 
-__all__ = [
-    "KINDS",
-    "AmbiguousReferenceError",
-    "EntryExistsError",
-    "EntryNotFoundError",
-    "LogitSet",
-    "LogitStore",
-    "StoreError",
-    "VerifyProblem",
-    "default_store_root",
-    "export_npz",
-    "extract_logits",
-    "extraction_identity",
-    "identity_key",
-    "import_msdnet_logits",
-    "import_npz",
-    "indices_sha256",
-    "load_msdnet_logits",
-    "load_npz_logits",
-]
+_LAZY = {
+    "extract_logits": "eebench.store.extract",
+    "export_npz": "eebench.store.formats",
+    "import_msdnet_logits": "eebench.store.formats",
+    "import_npz": "eebench.store.formats",
+    "load_msdnet_logits": "eebench.store.formats",
+    "load_npz_logits": "eebench.store.formats",
+    "KINDS": "eebench.store.logitset",
+    "LogitSet": "eebench.store.logitset",
+    "AmbiguousReferenceError": "eebench.store.logitstore",
+    "EntryExistsError": "eebench.store.logitstore",
+    "EntryNotFoundError": "eebench.store.logitstore",
+    "LogitStore": "eebench.store.logitstore",
+    "StoreError": "eebench.store.logitstore",
+    "VerifyProblem": "eebench.store.logitstore",
+    "default_store_root": "eebench.store.logitstore",
+    "extraction_identity": "eebench.store.logitstore",
+    "identity_key": "eebench.store.logitstore",
+    "indices_sha256": "eebench.store.logitstore",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'eebench.store' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,4 +1,5 @@
-"""Run a multi-exit model over a data set once and cache every exit's logits.
+"""Run a multi-exit model over a data set once and cache every exit's logits (and, when
+asked, each exit's pre-logit features: the input of the nn.Linear that made its logits).
 
 Extracting ImageNet logits from a large model takes hours, and machines get
 preempted. So the work is cut into chunks of samples, each written to its own
@@ -27,6 +28,7 @@ from eebench.parallel import World
 from eebench.parallel import current as current_world
 from eebench.store.logitset import LogitSet
 from eebench.store.logitstore import (
+    FEATURE_FILE,
     EntryExistsError,
     LogitStore,
     StoreError,
@@ -35,12 +37,14 @@ from eebench.store.logitstore import (
     check_logit_dtype,
     identity_key,
 )
-from eebench.store.validate import check_costs, check_values
+from eebench.store.validate import check_costs, check_features, check_values
 
 JOB_FILE = "job.json"
 #: Mixed precision an extraction may run in; it changes the logits, so it enters the identity.
 AUTOCAST_DTYPES: dict[str, Any] = {}
 CHUNK_PATTERN = "chunk_{:05d}.npz"
+#: Member of a chunk file that holds exit k's features.
+FEATURE_MEMBER = "features_{}"
 
 
 def chunk_spans(n: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -49,36 +53,45 @@ def chunk_spans(n: int, chunk_size: int) -> list[tuple[int, int]]:
 
 
 def read_chunk(
-    path: Path, start: int, stop: int, dtype: np.dtype
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """A chunk's (logits, labels) if the file reads back whole and matches its span, else None.
+    path: Path, start: int, stop: int, dtype: np.dtype, *, features: bool = False
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None:
+    """A chunk's (logits, labels) if the file reads back whole and matches its span, else None;
+    with ``features``, (logits, labels, one (n, D_k) array per exit), and a chunk without
+    them (or with broken ones) is None too.
 
     npz members carry a CRC-32 that zipfile checks on reading, so a truncated
     file or a changed byte fails here and the chunk is recomputed.
     """
+    n = stop - start
     try:
         with np.load(path, allow_pickle=False) as z:
             logits = z["logits"]
             labels = z["labels"]
             span = z["span"]
+            if (
+                span.shape != (2,)
+                or tuple(int(v) for v in span) != (start, stop)
+                or logits.ndim != 3
+                or logits.shape[0] != n
+                or logits.dtype != dtype
+                or labels.shape != (n,)
+            ):
+                return None
+            if not features:
+                return logits, labels
+            feats = [z[FEATURE_MEMBER.format(k)] for k in range(logits.shape[1])]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
-    n = stop - start
-    if (
-        span.shape != (2,)
-        or tuple(int(v) for v in span) != (start, stop)
-        or logits.ndim != 3
-        or logits.shape[0] != n
-        or logits.dtype != dtype
-        or labels.shape != (n,)
-    ):
+    if any(f.ndim != 2 or f.shape[0] != n or f.dtype != dtype for f in feats):
         return None
-    return logits, labels
+    return logits, labels, feats
 
 
-def _write_chunk(path: Path, logits: np.ndarray, labels: np.ndarray, span: tuple[int, int]) -> None:
+def _write_chunk(path: Path, logits: np.ndarray, labels: np.ndarray, span: tuple[int, int],
+                 features: list[np.ndarray] | None = None) -> None:
+    extra = {FEATURE_MEMBER.format(k): f for k, f in enumerate(features or [])}
     with atomic_file(path) as f:
-        np.savez(f, logits=logits, labels=labels, span=np.asarray(span, dtype=np.int64))
+        np.savez(f, logits=logits, labels=labels, span=np.asarray(span, dtype=np.int64), **extra)
 
 
 def _prepare_workdir(work: Path, job: dict[str, Any]) -> None:
@@ -112,6 +125,75 @@ def _labels_to_numpy(y: Any) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+class _LinearTap:
+    """Records the nn.Linear calls of a model so each exit's features can be found.
+
+    An exit's features are the input of the final nn.Linear that produced its logits: the
+    call whose output *is* the yielded tensor, else (a model that copies its logits) the
+    last call whose output equals it. Only calls with a 2-D output are kept: logits are
+    (batch, classes), and token-wise layers of a transformer (3-D) would hold gigabytes.
+    Inputs are cloned on record, so a later in-place operation cannot change them.
+    """
+
+    def __init__(self, model: Any) -> None:
+        from torch import nn
+
+        self.calls: list[tuple[Any, Any]] = []  # (output, input) in call order
+        self.handles = [m.register_forward_hook(self._hook, with_kwargs=True)
+                        for m in model.modules() if isinstance(m, nn.Linear)]
+        cfg = getattr(model, "config", None)
+        self.model_name = getattr(cfg, "name", None) or type(model).__name__
+        self.exit_names = list(getattr(model, "exits", []) or [])
+
+    def _hook(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        x = args[0] if args else kwargs.get("input")
+        if getattr(output, "ndim", None) == 2 and x is not None:
+            self.calls.append((output, x.detach().clone()))
+
+    def features(self, k: int, logits: Any) -> Any:
+        """Exit ``k``'s features (batch, D_k) as float32 on the CPU, or a clear error."""
+        import torch
+
+        found = next((x for out, x in reversed(self.calls) if out is logits), None)
+        if found is None:
+            found = next((x for out, x in reversed(self.calls)
+                          if out.shape == logits.shape and out.dtype == logits.dtype
+                          and torch.equal(out, logits)), None)
+        if found is None:
+            name = f" ({self.exit_names[k]})" if k < len(self.exit_names) else ""
+            raise StoreError(
+                f"exit {k}{name} of model {self.model_name}: exit {k}'s logits do not come from "
+                "an nn.Linear; features cannot be stored for this model (extract without "
+                "features)"
+            )
+        return found.flatten(1).float().cpu()
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.calls.clear()
+
+
+def _forward(model: Any, x: Any, tap: _LinearTap | None) -> tuple[list[Any], list[Any] | None]:
+    """The model's per-exit logits of batch ``x`` and, with ``tap``, each exit's features."""
+    if tap is None:
+        return model(x), None
+    if not hasattr(model, "iter_exits"):
+        raise StoreError(
+            f"features need a MultiExitModel (one with iter_exits); {type(model).__name__} has "
+            "none: extract without features"
+        )
+    tap.calls.clear()
+    outs, feats = [], []
+    try:
+        for k, (_, logits) in enumerate(model.iter_exits(x)):
+            outs.append(logits)
+            feats.append(tap.features(k, logits))
+    finally:
+        tap.calls.clear()
+    return outs, feats
+
+
 def _run_chunk(
     model: Any,
     dataset: Any,
@@ -126,7 +208,8 @@ def _run_chunk(
     bar: Any,
     autocast: str | None = None,
     channels_last: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+    features: bool = False,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
     import contextlib as _ctx
 
     import torch
@@ -146,41 +229,69 @@ def _run_chunk(
            if autocast else _ctx.nullcontext())
     blocks: list[np.ndarray] = []
     labels: list[np.ndarray] = []
-    for batch in loader:
-        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
-            raise StoreError(
-                "the data set must return (image_tensor, label) pairs; got "
-                f"{type(batch).__name__} batches"
-            )
-        x, y = batch[0], batch[1]
-        x = x.to(device, non_blocking=on_gpu)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with amp:
-            outs = model(x)
-        if isinstance(outs, torch.Tensor):
-            raise StoreError(
-                "the model returned one tensor; a MultiExitModel returns a list with one "
-                "logits tensor per exit"
-            )
-        outs = list(outs)
-        if num_exits is not None and len(outs) != num_exits:
-            raise StoreError(f"the model returned {len(outs)} exits, expected {num_exits}")
-        shapes = {tuple(o.shape) for o in outs}
-        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
-            raise StoreError(
-                f"every exit must return (batch, classes) logits of one shape, got {sorted(shapes)}"
-            )
-        block = torch.stack([o.detach().float() for o in outs], dim=1).cpu().numpy()
-        first = start + sum(len(b) for b in blocks)
-        check_values(block, "logits", f"the model's logits for samples {first}..{first + len(block) - 1}")
-        blocks.append(cast_logits(block, dtype))
-        lab = _labels_to_numpy(y)
-        if lab.shape[0] != block.shape[0]:
-            raise StoreError(f"{lab.shape[0]} labels for a batch of {block.shape[0]} images")
-        labels.append(lab)
-        bar.update(block.shape[0])
-    return np.concatenate(blocks, axis=0), np.concatenate(labels, axis=0)
+    feat_blocks: list[list[np.ndarray]] = []
+    tap = _LinearTap(model) if features else None
+    try:
+        for batch in loader:
+            _run_batch(model, batch, tap, device=device, on_gpu=on_gpu, amp=amp,
+                       channels_last=channels_last, num_exits=num_exits, dtype=dtype,
+                       first=start + sum(len(b) for b in blocks), blocks=blocks,
+                       labels=labels, feat_blocks=feat_blocks)
+            bar.update(blocks[-1].shape[0])
+    finally:
+        if tap is not None:
+            tap.close()
+    feats = ([np.concatenate([fb[k] for fb in feat_blocks], axis=0)
+              for k in range(len(feat_blocks[0]))] if features else None)
+    return np.concatenate(blocks, axis=0), np.concatenate(labels, axis=0), feats
+
+
+def _run_batch(model: Any, batch: Any, tap: _LinearTap | None, *, device: Any, on_gpu: bool,
+               amp: Any, channels_last: bool, num_exits: int | None, dtype: np.dtype, first: int,
+               blocks: list[np.ndarray], labels: list[np.ndarray],
+               feat_blocks: list[list[np.ndarray]]) -> None:
+    """Run one batch and append its logits, labels (and features) to the lists."""
+    import torch
+
+    if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+        raise StoreError(
+            "the data set must return (image_tensor, label) pairs; got "
+            f"{type(batch).__name__} batches"
+        )
+    x, y = batch[0], batch[1]
+    x = x.to(device, non_blocking=on_gpu)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with amp:
+        outs, feats = _forward(model, x, tap)
+    if isinstance(outs, torch.Tensor):
+        raise StoreError(
+            "the model returned one tensor; a MultiExitModel returns a list with one "
+            "logits tensor per exit"
+        )
+    outs = list(outs)
+    if num_exits is not None and len(outs) != num_exits:
+        raise StoreError(f"the model returned {len(outs)} exits, expected {num_exits}")
+    shapes = {tuple(o.shape) for o in outs}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise StoreError(
+            f"every exit must return (batch, classes) logits of one shape, got {sorted(shapes)}"
+        )
+    block = torch.stack([o.detach().float() for o in outs], dim=1).cpu().numpy()
+    where = f"samples {first}..{first + len(block) - 1}"
+    check_values(block, "logits", f"the model's logits for {where}")
+    lab = _labels_to_numpy(y)
+    if lab.shape[0] != block.shape[0]:
+        raise StoreError(f"{lab.shape[0]} labels for a batch of {block.shape[0]} images")
+    if feats is not None:
+        arrays = []
+        for k, f in enumerate(feats):
+            arr = f.numpy()
+            check_features(arr, f"the model's exit-{k} features for {where}")
+            arrays.append(cast_logits(arr, dtype))
+        feat_blocks.append(arrays)
+    blocks.append(cast_logits(block, dtype))
+    labels.append(lab)
 
 
 def extract_logits(
@@ -202,6 +313,7 @@ def extract_logits(
     autocast: str | None = None,
     channels_last: bool = False,
     world: World | None = None,
+    features: bool = False,
 ) -> str:
     """Cache ``model``'s per-exit logits on ``dataset`` in ``store``; returns the entry key.
 
@@ -220,6 +332,12 @@ def extract_logits(
     default: the environment's) every rank computes its own chunks (round robin) into the
     shared work folder and rank 0 assembles and commits the entry, so the entry is the same
     whatever the world size, and a run killed under one world size resumes under another.
+
+    ``features`` also stores each exit's pre-logit features, the input of the nn.Linear that
+    produced its logits (``features_{k}.npy``, (N, D_k), in ``dtype``), for calibrations
+    such as last-layer Laplace; it enters the identity as ``"features": true`` (a model
+    whose exits do not end in an nn.Linear is refused). Without it the identity, and so
+    every existing key, is unchanged.
     """
 
     dt = check_logit_dtype(dtype)
@@ -234,6 +352,15 @@ def extract_logits(
             "leave dtype out of the identity (it is added) or make the two agree"
         )
     ident["dtype"] = dt.name
+    if not isinstance(features, bool):
+        raise StoreError(f"features must be True or False, got {features!r}")
+    if "features" in ident and ident["features"] is not features:
+        raise StoreError(
+            f"identity says features {ident['features']!r} but extraction asks for {features!r}; "
+            "leave features out of the identity (it is added) or make the two agree"
+        )
+    if features:
+        ident["features"] = True
     if autocast is not None:
         _autocast_dtypes()
         if autocast not in AUTOCAST_DTYPES:
@@ -274,7 +401,7 @@ def extract_logits(
             "exit_names": exit_names, "num_exits": num_exits, "name": name,
             "batch_size": batch_size, "chunk_size": chunk_size, "dt": dt, "device": device,
             "num_workers": num_workers, "progress": progress, "autocast": autocast,
-            "channels_last": channels_last, "world": world}
+            "channels_last": channels_last, "world": world, "features": features}
     if world.size > 1:  # the ranks share the work folder; rank 0 alone commits
         return _extract(model, dataset, store, key, ident, **args)
     with _extraction_lock(store, key):
@@ -310,7 +437,7 @@ def _extract(
     ids: np.ndarray, costs: np.ndarray | None, cost_counter: str | Mapping[str, Any] | None,
     exit_names: Sequence[str] | None, num_exits: int | None, name: str | None, batch_size: int,
     chunk_size: int, dt: np.dtype, device: Any, num_workers: int, progress: bool,
-    autocast: str | None, channels_last: bool, world: World,
+    autocast: str | None, channels_last: bool, world: World, features: bool,
 ) -> str:
     import torch
     from tqdm.auto import tqdm
@@ -325,7 +452,8 @@ def _extract(
     work.mkdir(parents=True, exist_ok=True)  # rank 0 made it; never clear it from another rank
     spans = chunk_spans(n, chunk_size)
     mine = [i for i in range(len(spans)) if world.owns(i)]
-    todo = [i for i in mine if read_chunk(work / CHUNK_PATTERN.format(i), *spans[i], dt) is None]
+    todo = [i for i in mine
+            if read_chunk(work / CHUNK_PATTERN.format(i), *spans[i], dt, features=features) is None]
     total = sum(spans[i][1] - spans[i][0] for i in mine)
     done_samples = total - sum(spans[i][1] - spans[i][0] for i in todo)
 
@@ -342,12 +470,12 @@ def _extract(
             with torch.no_grad():
                 for i in todo:
                     s, e = spans[i]
-                    logits, labels = _run_chunk(
+                    logits, labels, feats = _run_chunk(
                         model, dataset, s, e, batch_size=batch_size, num_workers=num_workers,
                         device=device, dtype=dt, num_exits=num_exits, bar=bar,
-                        autocast=autocast, channels_last=channels_last,
+                        autocast=autocast, channels_last=channels_last, features=features,
                     )
-                    _write_chunk(work / CHUNK_PATTERN.format(i), logits, labels, (s, e))
+                    _write_chunk(work / CHUNK_PATTERN.format(i), logits, labels, (s, e), feats)
         finally:
             bar.close()
             if was_training and hasattr(model, "train"):
@@ -358,7 +486,7 @@ def _extract(
     if world.is_main:
         try:
             _assemble(store, work, key, ident, spans, ids, dt, costs, cost_counter, exit_names,
-                      name, {**job, "world_size": world.size})
+                      name, {**job, "world_size": world.size}, features=features)
         except Exception as exc:  # the other ranks must not wait forever at the barrier
             failure = exc
     world.barrier()  # the entry is committed (or rank 0 failed)
@@ -388,19 +516,25 @@ def _assemble(
     exit_names: Sequence[str] | None,
     name: str | None,
     job: dict[str, Any],
+    *,
+    features: bool = False,
 ) -> str:
     """Concatenate the chunks into a new entry and commit it; then drop the chunks."""
     n = spans[-1][1]
-    first = read_chunk(work / CHUNK_PATTERN.format(0), *spans[0], dt)
+    first = read_chunk(work / CHUNK_PATTERN.format(0), *spans[0], dt, features=features)
     if first is None:
         raise StoreError(f"chunk 0 of {key[:12]} vanished or broke during extraction; rerun")
     _, k, c = first[0].shape
+    widths = [f.shape[1] for f in first[2]] if features else []  # type: ignore[misc]
     with store.scratch(key) as tmp:
         mm = np.lib.format.open_memmap(tmp / "logits.npy", mode="w+", dtype=dt, shape=(n, k, c))
+        fmm = [np.lib.format.open_memmap(tmp / FEATURE_FILE.format(j), mode="w+", dtype=dt,
+                                         shape=(n, d)) for j, d in enumerate(widths)]
         labels = np.empty(n, dtype=np.int64)
         try:
             for i, (s, e) in enumerate(spans):
-                got = first if i == 0 else read_chunk(work / CHUNK_PATTERN.format(i), s, e, dt)
+                got = first if i == 0 else read_chunk(work / CHUNK_PATTERN.format(i), s, e, dt,
+                                                      features=features)
                 if got is None:
                     raise StoreError(
                         f"chunk {i} of {key[:12]} vanished or broke during extraction; rerun"
@@ -412,10 +546,22 @@ def _assemble(
                     )
                 mm[s:e] = got[0]
                 labels[s:e] = got[1]
+                for j, f in enumerate(got[2] if features else []):  # type: ignore[misc]
+                    if f.shape[1] != widths[j]:
+                        raise StoreError(
+                            f"chunk {i} holds exit-{j} features of width {f.shape[1]}, chunk 0 "
+                            f"{widths[j]}; remove {work} and rerun"
+                        )
+                    fmm[j][s:e] = f
             mm.flush()
+            for f in fmm:
+                f.flush()
         finally:
             del mm
+            fmm.clear()
         logits = np.load(tmp / "logits.npy", mmap_mode="r", allow_pickle=False)
+        feats = [np.load(tmp / FEATURE_FILE.format(j), mmap_mode="r", allow_pickle=False)
+                 for j in range(len(widths))] if features else None
         manifest: dict[str, Any] = {"extraction": {k_: v for k_, v in job.items() if k_ != "key"}}
         if cost_counter is not None:
             manifest["cost_counter"] = (
@@ -431,6 +577,7 @@ def _assemble(
             ids=ids,
             kind="logits",
             manifest=manifest,
+            features=feats,
         )
         store.check_name(name, key)
         try:
@@ -439,7 +586,7 @@ def _assemble(
             if not store.has_key(key):
                 raise
             # another run of the same identity committed first: same logits, keep theirs
-        del logits, ls
+        del logits, feats, ls
     shutil.rmtree(work, ignore_errors=True)
     return key
 

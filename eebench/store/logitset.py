@@ -14,14 +14,18 @@ from typing import Any
 import numpy as np
 
 from eebench.errors import DataError
+from eebench.store.manifest import KINDS
 from eebench.store.validate import check_costs
-
-KINDS = ("logits", "probabilities")
 
 
 @dataclass
 class LogitSet:
-    """``logits`` is (N samples, K exits, C classes), possibly a read-only memory map."""
+    """``logits`` is (N samples, K exits, C classes), possibly a read-only memory map.
+
+    ``features``, when the cache has them, holds one (N, D_k) array per exit: the input of
+    the nn.Linear that produced exit k's logits (widths may differ between exits), for
+    calibrations that need more than the logits (last-layer Laplace). None otherwise.
+    """
 
     logits: np.ndarray
     labels: np.ndarray
@@ -30,6 +34,7 @@ class LogitSet:
     ids: np.ndarray | None = None
     kind: str = "logits"
     manifest: dict[str, Any] = field(default_factory=dict)
+    features: list[np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.logits.ndim != 3:
@@ -59,6 +64,8 @@ class LogitSet:
             raise DataError(f"{self.ids.shape[0]} sample ids for {n} samples")
         if self.kind not in KINDS:
             raise DataError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.features is not None:
+            self.features = _check_feature_shapes(self.features, n, k)
 
     @property
     def num_samples(self) -> int:
@@ -83,6 +90,7 @@ class LogitSet:
             ids=self.ids[idx],
             kind=self.kind,
             manifest=dict(self.manifest),
+            features=None if self.features is None else [np.asarray(f[idx]) for f in self.features],
         )
 
     def log_probs(self) -> np.ndarray:
@@ -93,3 +101,25 @@ class LogitSet:
         from scipy.special import log_softmax
 
         return log_softmax(x, axis=-1)
+
+
+def _check_feature_shapes(features: Any, n: int, k: int) -> list[np.ndarray]:
+    """``features`` as a list of K floating (N, D_k) arrays (memory maps stay maps)."""
+    if isinstance(features, np.ndarray) or not isinstance(features, (list, tuple)):
+        raise DataError(
+            f"features must be a list with one (samples, width) array per exit, got "
+            f"{type(features).__name__}"
+        )
+    if len(features) != k:
+        raise DataError(f"{len(features)} feature arrays for {k} exits; give one per exit")
+    out = []
+    for j, f in enumerate(features):
+        arr = f if isinstance(f, np.ndarray) else np.asarray(f)
+        if arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] == 0:
+            raise DataError(
+                f"features of exit {j} must be ({n} samples, width > 0), got shape {arr.shape}"
+            )
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise DataError(f"features of exit {j} have dtype {arr.dtype}, not floating point")
+        out.append(arr)
+    return out

@@ -10,7 +10,8 @@ finished entry). Reads memory-map the logits, so opening an ImageNet-sized
 entry costs nothing until samples are touched.
 
 Only numpy and the standard library are imported here: the ``store`` and
-``sweep`` commands must start without torch.
+``sweep`` commands must start without torch. Reading manifests (and listing, which
+needs nothing else) lives in ``eebench.store.manifest``, which does without numpy.
 """
 
 from __future__ import annotations
@@ -32,19 +33,38 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eebench.errors import EebenchError
 from eebench.outputs import atomic_file, exchange_paths, fsync_path
 from eebench.provenance import package_versions
-from eebench.store.logitset import KINDS, LogitSet
-from eebench.store.validate import check_costs, check_values
+from eebench.store import manifest as _manifest
+from eebench.store.logitset import LogitSet
+
+# Listing needs no numpy, so the layout constants, the store's errors and the manifest
+# checks live in eebench.store.manifest: one copy, still importable from here.
+from eebench.store.manifest import (  # noqa: F401
+    _KEY_RE,
+    FEATURE_FILE,
+    KINDS,
+    LOGIT_DTYPES,
+    LS_COLUMNS,
+    MANIFEST,
+    PARTIAL,
+    SHORT_KEY,
+    AmbiguousReferenceError,
+    EntryExistsError,
+    EntryNotFoundError,
+    StoreError,
+    default_store_root,
+    feature_files,
+)
+from eebench.store.manifest import manifest_problem as _manifest_problem  # noqa: F401
+from eebench.store.manifest import tree_size as _tree_size  # noqa: F401
+from eebench.store.validate import check_costs, check_features, check_values
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 ARRAY_FILES = ("logits.npy", "labels.npy", "ids.npy", "costs.npy")
-PARTIAL = ".partial"
 VERIFIED = ".verified"
 LOCK_FILE = ".lock"
 #: Seconds a store operation waits for another process's commit before giving up.
@@ -53,9 +73,6 @@ LOCK_TIMEOUT = 600.0
 FILE_SUFFIXES = (".npz", ".npy", ".pth", ".pt", ".csv")
 SMALL_FILES = ("labels.npy", "ids.npy", "costs.npy")
 MIN_PREFIX = 6
-SHORT_KEY = 12
-LOGIT_DTYPES = ("float32", "float16")
-LS_COLUMNS = ("key", "name", "model", "dataset", "split", "N", "K", "C", "dtype", "kind", "created")
 
 # Manifest fields copied from the identity when it names them (what `ls` and `show` describe).
 IDENTITY_FIELDS = (
@@ -82,34 +99,15 @@ RESERVED_FIELDS = (
     "versions",
     "created",
     "files",
+    "features",
 )
 
-_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@=-]{0,127}$")
 _ROW_BLOCK_BYTES = 64 << 20
 
 
-# ---------------------------------------------------------------- errors
-
-
-class StoreError(EebenchError, ValueError):
-    """A store operation that cannot be done as asked."""
-
-
-class EntryNotFoundError(StoreError, KeyError):
-    """A reference that names no entry (a KeyError too, so dict-like callers work)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class AmbiguousReferenceError(StoreError):
-    """A key prefix or name that matches more than one entry."""
-
-
-class EntryExistsError(StoreError, FileExistsError):
-    """A write that would replace an existing entry or reuse another entry's name."""
+# ---------------------------------------------------------------- what verify and gc report
 
 
 @dataclass(frozen=True)
@@ -136,49 +134,6 @@ class PartialItem:
     kind: str
     bytes: int
     active: bool
-
-
-def _tree_size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, f)).st_size
-    return total
-
-
-def _manifest_problem(man: Mapping[str, Any]) -> str | None:
-    """What is wrong with a manifest's field types, or None: a hand-edited or damaged
-    manifest must be refused by name, not crash a reader three calls later."""
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    checks: list[tuple[str, Any, str]] = [
-        ("key", lambda v: isinstance(v, str), "a string"),
-        ("name", lambda v: v is None or isinstance(v, str), "a string or null"),
-        ("kind", lambda v: v in KINDS, f"one of {list(KINDS)}"),
-        ("dtype", lambda v: v in LOGIT_DTYPES, f"one of {list(LOGIT_DTYPES)}"),
-        ("shape", lambda v: isinstance(v, list) and len(v) == 3 and all(is_int(s) and s >= 0 for s in v),
-         "a list of 3 non-negative integers"),
-        ("costs", lambda v: isinstance(v, list) and all(
-            c is None or (isinstance(c, (int, float)) and not isinstance(c, bool)) for c in v),
-         "a list of numbers"),
-        ("exit_names", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
-         "a list of strings"),
-        ("files", lambda v: isinstance(v, dict) and all(
-            isinstance(k, str) and isinstance(h, str) for k, h in v.items()),
-         "an object of file name -> sha256"),
-    ]
-    for field_name, ok, expected in checks:
-        if field_name not in man:
-            return f"has no field {field_name!r}"
-        if not ok(man[field_name]):
-            return f"field {field_name!r} must be {expected}, got {man[field_name]!r:.80}"
-    if len(man["costs"]) != man["shape"][1]:
-        return f"lists {len(man['costs'])} costs for {man['shape'][1]} exits"
-    return None
 
 
 # ---------------------------------------------------------------- identity
@@ -283,18 +238,6 @@ def extraction_identity(
 # ---------------------------------------------------------------- small helpers
 
 
-def default_store_root(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """``explicit`` (``--store DIR``), else ``$EEBENCH_STORE``, else the user cache folder."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get("EEBENCH_STORE")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("eebench")) / "store"
-
-
 def file_sha256(path: str | os.PathLike[str], bufsize: int = 1 << 20) -> str:
     """sha256 (hex) of a file's bytes, read in blocks."""
     h = hashlib.sha256()
@@ -371,7 +314,8 @@ class LogitStore:
     """A folder of LogitSets addressed by identity key, unique key prefix or name.
 
     Layout: ``<root>/<key>/`` holds ``manifest.json`` and ``logits.npy``,
-    ``labels.npy``, ``ids.npy``, ``costs.npy``; ``<root>/.partial/`` holds work
+    ``labels.npy``, ``ids.npy``, ``costs.npy`` (and ``features_{k}.npy`` per exit in an
+    entry stored with features); ``<root>/.partial/`` holds work
     in progress (entries being written, resumable extraction chunks) and is
     never listed. Reading never creates the root folder.
     """
@@ -478,12 +422,7 @@ class LogitStore:
 
     def keys(self) -> list[str]:
         """Full keys of every finished entry (folders named by a key that hold a manifest)."""
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.name for p in self.root.iterdir()
-            if _KEY_RE.match(p.name) and (p / MANIFEST).is_file()
-        )
+        return _manifest.entry_keys(self.root)
 
     def has_key(self, key: str) -> bool:
         return bool(_KEY_RE.match(key)) and (self.entry_dir(key) / MANIFEST).is_file()
@@ -501,53 +440,16 @@ class LogitStore:
         return len(self.keys())
 
     def _read_manifest(self, key: str) -> dict[str, Any]:
-        path = self.entry_dir(key) / MANIFEST
-        try:
-            with open(path, encoding="utf-8") as f:
-                man = json.load(f)
-        except FileNotFoundError:
-            raise EntryNotFoundError(f"entry {key} has no {MANIFEST} in {self.root}") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise StoreError(
-                f"entry {key}: {MANIFEST} cannot be read ({exc}); remove the entry with "
-                f"`eebench store rm {key[:SHORT_KEY]}`"
-            ) from exc
-        if not isinstance(man, dict):
-            raise StoreError(f"entry {key}: {MANIFEST} is not a JSON object")
-        problem = _manifest_problem(man)
-        if problem:
-            raise StoreError(
-                f"entry {key[:SHORT_KEY]}: {MANIFEST} {problem}; the entry cannot be trusted: "
-                f"remove it (`eebench store rm {key[:SHORT_KEY]}`) and recreate it"
-            )
-        return man
+        return _manifest.read_manifest(self.root, key)
 
     def _manifests(self) -> dict[str, dict[str, Any]]:
         """Readable, well-formed manifests by key; broken entries are left out (see ``broken``)."""
-        out = {}
-        for key in self.keys():
-            try:
-                out[key] = self._read_manifest(key)
-            except StoreError:
-                continue
-        return out
+        return _manifest.read_manifests(self.root)
 
     def broken(self) -> list[tuple[str, str]]:
         """(key, what is wrong) for every key-named folder whose manifest is missing,
         unreadable or malformed: listed by ``ls``, removable with ``rm KEY``."""
-        if not self.root.is_dir():
-            return []
-        out = []
-        for p in sorted(self.root.iterdir()):
-            if not (p.is_dir() and _KEY_RE.match(p.name)):
-                continue
-            try:
-                self._read_manifest(p.name)
-            except EntryNotFoundError:
-                out.append((p.name, f"no {MANIFEST} (an interrupted write or a manual change)"))
-            except StoreError as exc:
-                out.append((p.name, str(exc)))
-        return out
+        return _manifest.broken_entries(self.root)
 
     def names(self) -> dict[str, str]:
         """name -> key for every entry that has a name."""
@@ -636,7 +538,8 @@ class LogitStore:
         return self._read_manifest(self.resolve(ref))
 
     def get(self, ref: str, *, verify: bool = False, mmap: bool = True) -> LogitSet:
-        """The entry as a LogitSet; ``logits`` is a read-only memory map unless ``mmap=False``."""
+        """The entry as a LogitSet; ``logits`` (and ``features``, when the entry has them) are
+        read-only memory maps unless ``mmap=False``."""
         key = self.resolve(ref)
         if verify:
             problems = self.verify(key)
@@ -647,7 +550,7 @@ class LogitStore:
                 )
         d = self.entry_dir(key)
         man = self._read_manifest(key)
-        missing = [f for f in ARRAY_FILES if not (d / f).is_file()]
+        missing = [f for f in (*ARRAY_FILES, *feature_files(man)) if not (d / f).is_file()]
         if missing:
             raise StoreError(
                 f"entry {key[:SHORT_KEY]} is missing {', '.join(missing)}; run "
@@ -659,6 +562,8 @@ class LogitStore:
             labels = np.load(d / "labels.npy", allow_pickle=False)
             ids = np.load(d / "ids.npy", allow_pickle=False)
             costs = np.load(d / "costs.npy", allow_pickle=False)
+            features = [np.load(d / f, mmap_mode="r" if mmap else None, allow_pickle=False)
+                        for f in feature_files(man)] or None
         except (OSError, ValueError, EOFError) as exc:
             raise StoreError(
                 f"entry {key[:SHORT_KEY]}: an array file cannot be read ({exc}); run "
@@ -669,6 +574,13 @@ class LogitStore:
                 f"entry {key[:SHORT_KEY]}: logits.npy has shape {tuple(logits.shape)} but the "
                 f"manifest says {tuple(man['shape'])}; run `eebench store verify`"
             )
+        for meta, arr in zip(man.get("features") or [], features or [], strict=True):
+            if list(arr.shape) != meta["shape"] or arr.dtype.name != meta["dtype"]:
+                raise StoreError(
+                    f"entry {key[:SHORT_KEY]}: {meta['file']} holds {arr.dtype} {tuple(arr.shape)} "
+                    f"but the manifest says {meta['dtype']} {tuple(meta['shape'])}; run "
+                    "`eebench store verify`"
+                )
         stated = np.asarray([np.nan if c is None else c for c in man["costs"]], dtype=np.float64)
         if stated.shape != costs.shape or not np.array_equal(stated, costs, equal_nan=True):
             raise StoreError(
@@ -684,6 +596,7 @@ class LogitStore:
             ids=ids,
             kind=man.get("kind", "logits"),
             manifest=man,
+            features=features,
         )
 
     # ------------------------------------------------------------ integrity of reads
@@ -705,18 +618,21 @@ class LogitStore:
     def _check_integrity(self, key: str, man: Mapping[str, Any]) -> None:
         """Fail unless every array file still has the checksum the manifest recorded.
 
-        The small arrays are hashed on every read. ``logits.npy`` can be gigabytes, so it
-        is hashed the first time it is read after it changed (file identity, size, mtime,
-        ctime); the verdict is remembered in ``<root>/.verified/`` (or in memory only, for
-        a read-only store). A changed byte therefore never reaches a policy.
+        The small arrays are hashed on every read. ``logits.npy`` and the feature files can
+        be gigabytes, so they are hashed the first time they are read after one of them
+        changed (file identity, size, mtime, ctime); the verdict is remembered in
+        ``<root>/.verified/`` (or in memory only, for a read-only store). A changed byte
+        therefore never reaches a policy.
         """
         d = self.entry_dir(key)
         files = man["files"]
         for f in SMALL_FILES:
             if file_sha256(d / f) != files.get(f):
                 raise StoreError(self._corrupt_message(key, f))
-        path = d / "logits.npy"
-        sig = (*self._signature(path), files.get("logits.npy"))
+        large = ["logits.npy", *feature_files(man)]
+        sig: tuple[Any, ...] = ()
+        for f in large:
+            sig += (*self._signature(d / f), files.get(f))
         if self._verified.get(key) == sig:
             return
         vpath = self._verdict_path(key)
@@ -725,8 +641,9 @@ class LogitStore:
         except (OSError, ValueError, TypeError):
             cached = None
         if cached != sig:
-            if file_sha256(path) != files.get("logits.npy"):
-                raise StoreError(self._corrupt_message(key, "logits.npy"))
+            for f in large:
+                if file_sha256(d / f) != files.get(f):
+                    raise StoreError(self._corrupt_message(key, f))
             with contextlib.suppress(OSError):  # a read-only store checks again next time
                 vpath.parent.mkdir(exist_ok=True)
                 with atomic_file(vpath, "w") as f:
@@ -744,35 +661,7 @@ class LogitStore:
 
     def partial_items(self) -> list[PartialItem]:
         """Everything in ``.partial/``: live writers, resumable extractions and leftovers."""
-        from filelock import FileLock, Timeout
-
-        if not self.partial_dir.is_dir():
-            return []
-        out = []
-        for p in sorted(self.partial_dir.iterdir()):
-            if p.name.endswith(".lock"):
-                continue
-            lock_path = Path(str(p) + ".lock")
-            had_lock = lock_path.exists()
-            lock = FileLock(str(lock_path), timeout=0)
-            try:
-                lock.acquire()
-            except Timeout:
-                active = True
-            except OSError:  # a read-only store: nobody can be writing to it
-                active = False
-            else:
-                active = False
-                lock.release()
-                # listing must leave the store as it found it (an extraction's lock stays:
-                # a new extraction of that entry may be taking it right now)
-                if not had_lock and not _KEY_RE.match(p.name):
-                    with contextlib.suppress(OSError):
-                        lock_path.unlink()
-            size = _tree_size(p)
-            kind = "extraction" if _KEY_RE.match(p.name) and (p / "job.json").is_file() else "leftover"
-            out.append(PartialItem(p, kind, size, active))
-        return out
+        return [PartialItem(*item) for item in _manifest.partial_items(self.root)]
 
     def gc(self, *, resumable: bool = False) -> list[PartialItem]:
         """Remove what killed writers left in ``.partial/`` (and, with ``resumable``, the
@@ -805,29 +694,12 @@ class LogitStore:
         """One row per entry: key (short), name, model, dataset, split, N, K, C, dtype, kind, created."""
         import pandas as pd
 
-        rows = []
-        for key, m in self._manifests().items():
-            shape = m.get("shape") or [None, None, None]
-            model = m.get("model")
-            if not model and m.get("source"):
-                model = f"{m.get('source_format', 'import')}:{Path(str(m['source'])).name}"
-            rows.append({
-                "key": key[:SHORT_KEY],
-                "name": m.get("name") or "",
-                "model": model or "",
-                "dataset": m.get("dataset") or "",
-                "split": m.get("split") or "",
-                "N": shape[0],
-                "K": shape[1],
-                "C": shape[2],
-                "dtype": m.get("dtype", ""),
-                "kind": m.get("kind", ""),
-                "created": m.get("created", ""),
-            })
-        df = pd.DataFrame(rows, columns=list(LS_COLUMNS))
-        if not df.empty:
-            df = df.sort_values(["created", "key"], kind="stable").reset_index(drop=True)
-        return df
+        return pd.DataFrame(self.ls_rows(), columns=list(LS_COLUMNS))
+
+    def ls_rows(self) -> list[dict[str, Any]]:
+        """The rows of ``ls`` as plain dicts (keys ``LS_COLUMNS``), oldest first: what the
+        ``store ls`` command prints, without loading pandas."""
+        return _manifest.ls_rows(self.root)
 
     def verify(self, ref: str | None = None) -> list[VerifyProblem]:
         """Recompute every checksum; report changed, missing and unlisted files, entry by entry."""
@@ -858,7 +730,7 @@ class LogitStore:
         files = man.get("files")
         if not isinstance(files, dict):
             return out + [VerifyProblem(key, name, MANIFEST, "manifest lists no file checksums")]
-        for f in ARRAY_FILES:
+        for f in (*ARRAY_FILES, *feature_files(man)):
             if f not in files:
                 out.append(VerifyProblem(key, name, f, "no checksum in the manifest"))
         for f, expected in sorted(files.items()):
@@ -898,6 +770,8 @@ class LogitStore:
             dtype = src.name if src.name in LOGIT_DTYPES else "float32"
         dt = check_logit_dtype(dtype)
         check_values(logitset.logits, logitset.kind, f"{logitset.kind} to store")
+        for j, f in enumerate(logitset.features or []):
+            check_features(f, f"exit-{j} features to store")
         with self.scratch(key) as tmp:
             write_logits_npy(tmp / "logits.npy", logitset.logits, dt)
             self._finish(tmp, key, logitset, identity, name, overwrite, dtype=dt)
@@ -988,15 +862,24 @@ class LogitStore:
         """Write everything but logits.npy into ``tmp``, checksum, manifest, commit.
 
         ``logits_sha256``, given by a writer that hashed logits.npy while writing it, saves
-        reading the file once more.
+        reading the file once more. The LogitSet's features are written as
+        ``features_{k}.npy`` in ``dtype``, unless the writer already put them there
+        (an extraction streams them from its chunks).
         """
         _save_npy(tmp / "labels.npy", np.asarray(logitset.labels, dtype=np.int64))
         _save_npy(tmp / "ids.npy", np.asarray(logitset.ids, dtype=np.int64))
         _save_npy(tmp / "costs.npy", np.asarray(logitset.costs, dtype=np.float64))
+        feature_meta = []
+        for j, feats in enumerate(logitset.features or []):
+            fname = FEATURE_FILE.format(j)
+            if not (tmp / fname).is_file():
+                write_logits_npy(tmp / fname, feats, dtype)
+            feature_meta.append({"file": fname, "shape": [int(v) for v in feats.shape],
+                                 "dtype": dtype.name})
         files = {
             f: logits_sha256 if f == "logits.npy" and logits_sha256 is not None
             else file_sha256(tmp / f)
-            for f in ARRAY_FILES
+            for f in (*ARRAY_FILES, *(m["file"] for m in feature_meta))
         }
         ident = _canonical(identity, "")
         manifest: dict[str, Any] = {"format_version": FORMAT_VERSION, "key": key, "name": name}
@@ -1018,6 +901,8 @@ class LogitStore:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "files": files,
         })
+        if feature_meta:
+            manifest["features"] = feature_meta
         _write_json(tmp / MANIFEST, manifest)
         fsync_path(tmp)
         self._commit(tmp, key, overwrite, name)

@@ -75,6 +75,32 @@ def check_values(values: Any, kind: str, where: str) -> None:
             )
 
 
+def check_features(values: Any, where: str) -> None:
+    """Fail unless ``values`` is a non-empty 2-D (samples, features) floating array of finite
+    numbers: one exit's pre-logit features, checked where logits are."""
+    arr = values
+    if getattr(arr, "ndim", None) != 2:
+        raise DataError(f"{where}: expected a 2-D array (samples, features), got shape "
+                        f"{tuple(getattr(arr, 'shape', ()))}")
+    n, d = (int(s) for s in arr.shape)
+    if d == 0:
+        raise DataError(f"{where}: the features have width 0; nothing to use")
+    dtype = np.dtype(arr.dtype)
+    if not np.issubdtype(dtype, np.floating):
+        raise DataError(f"{where}: dtype {dtype} is not floating point")
+    step = max(1, _BLOCK_BYTES // (d * dtype.itemsize))
+    for s in range(0, n, step):
+        block = np.asarray(arr[s : s + step])
+        finite = np.isfinite(block)
+        if not finite.all():
+            i, j = (int(v) for v in np.argwhere(~finite)[0])
+            raise DataError(
+                f"{where}: {block[i, j]} at sample {s + i}, feature {j} "
+                f"({int((~finite).sum())} non-finite in samples {s}..{s + len(block) - 1}); "
+                "eebench refuses NaN and inf"
+            )
+
+
 def check_costs(costs: Any, where: str = "costs", *, allow_unknown: bool = False) -> np.ndarray:
     """The costs as float64 (K,), or a clear error unless they are finite, positive and
     cumulative (non-decreasing in exit order).
