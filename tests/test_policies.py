@@ -211,7 +211,9 @@ def test_sweep_solver() -> None:
     rng = np.random.default_rng(0)
     scores = rng.random((50, 3))
     sols = SweepSolver().solve(scores, np.ones((50, 3), bool), np.arange(1, 4.0))
-    assert len(sols) == 100 and sols[1].param == 0.01 and sols[0].param_name == "threshold"
+    # CF-ViT's grid: 0.00 .. 0.99, then eta = 1.0 (every sample to the last exit)
+    assert len(sols) == 101 and sols[1].param == 0.01 and sols[0].param_name == "threshold"
+    assert sols[-1].param == 1.0 and (sols[-1].fit_exits == 2).all()
     assert (sols[0].fit_exits == 0).all()  # threshold 0: everyone exits first
     assert sols[37].thresholds.tolist() == [0.37, 0.37, -SENTINEL]
     per_exit = SweepSolver(grid=[[0.2, 0.9], [1.1, 1.1]]).solve(scores, None, None)
@@ -413,3 +415,22 @@ def test_policy_checks_fitting_and_exit_count() -> None:
     pts = policy.apply(ls3)
     assert len(pts) == 39 and pts[0].exits.dtype == np.int8
     assert policy.name == "entropy/geometric[msdnet]"
+
+
+def test_policy_correctness_follows_its_calibration() -> None:
+    ls = _synthetic(400, 3, 6, seed=8)
+    plain = make_policy("entropy", calibration="temperature").fit(ls)
+    np.testing.assert_array_equal(plain.correct(ls), exit_correct(ls))  # temperature keeps ranks
+    mie = make_policy("confidence", calibration="mie").fit(ls)
+    ens = exit_correct(ls, mie.calibration_)
+    np.testing.assert_array_equal(mie.correct(ls), ens)
+    assert not np.array_equal(ens, exit_correct(ls))
+    rnd = RandomPolicy(make_policy("confidence", calibration="mie"), seed=1).fit(ls)
+    np.testing.assert_array_equal(rnd.correct(ls), ens)  # same exits' predictions, random samples
+    np.testing.assert_array_equal(OraclePolicy().fit(ls).correct(ls), exit_correct(ls))
+    # apply and iter_apply give the same points
+    lazy = list(mie.iter_apply(ls))
+    for a, b in zip(mie.apply(ls), lazy):
+        assert a.param == b.param and np.array_equal(a.exits, b.exits)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        make_policy("confidence").iter_apply(ls)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from eebench.policies.policy import check_logitset
-from eebench.policies.scores import Calibration, iter_exit_chunks
+from eebench.policies.scores import Calibration, iter_probability_blocks
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,8 +77,10 @@ def anytime_table(
     """One row per exit: exit, exit_name, cost, top1, top5, nll, ece, overthinking.
 
     ``overthinking`` is the fraction of samples right at this exit and wrong
-    at the last one. ``calibration`` (a fitted TemperatureScaling, say)
-    changes nll and ece only: it cannot change any ranking of classes.
+    at the last one. ``calibration`` (fitted) changes nll and ece; a calibration
+    that changes predictions (``changes_predictions``, e.g. model-internal
+    ensembling) also changes top1, top5 and overthinking, which then rank the
+    calibrated probabilities. Without one, ranks come from the stored outputs.
     """
     import pandas as pd
 
@@ -94,15 +96,17 @@ def anytime_table(
     top5 = np.empty((n, k_exits), dtype=bool)
     logp_y = np.empty((n, k_exits))
     top = min(5, c)
-    for ch in iter_exit_chunks(ls, calibration, need_logp=True):
-        sl = slice(ch.start, ch.stop)
+    changes = calibration is not None and bool(getattr(calibration, "changes_predictions", False))
+    for start, stop, raw, probs, logp in iter_probability_blocks(ls, calibration, need_logp=True):
+        sl = slice(start, stop)
         y = labels[sl]
-        rows = np.arange(ch.stop - ch.start)
-        raw_y = ch.raw[rows, y]
-        correct[sl, ch.k] = ch.raw.argmax(axis=1) == y
-        top5[sl, ch.k] = (ch.raw > raw_y[:, None]).sum(axis=1) < top
-        conf[sl, ch.k] = ch.probs.max(axis=1)
-        logp_y[sl, ch.k] = ch.logp[rows, y]
+        at_y = np.broadcast_to(y[:, None, None], (stop - start, k_exits, 1))
+        ranked = probs if changes else raw
+        ranked_y = np.take_along_axis(ranked, at_y, axis=-1)
+        correct[sl] = ranked.argmax(axis=-1) == y[:, None]
+        top5[sl] = (ranked > ranked_y).sum(axis=-1) < top
+        conf[sl] = probs.max(axis=-1)
+        logp_y[sl] = np.take_along_axis(logp, at_y, axis=-1)[..., 0]
     last = correct[:, -1]
     rows_out = []
     for k in range(k_exits):

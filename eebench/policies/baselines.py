@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eebench.policies.policy import BasePolicy, OperatingPoint, check_logitset
-from eebench.policies.scores import exit_correct
+from eebench.policies.scores import correctness
 from eebench.policies.solvers import SENTINEL, exit_counts, exit_dtype
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class OraclePolicy(_UnlearnedPolicy):
 
     def apply(self, ls: LogitSet) -> list[OperatingPoint]:
         self._check_fitted(ls)
-        correct = exit_correct(ls)
+        correct = correctness(ls)
         k = ls.num_exits
         exits = np.where(correct.any(axis=1), correct.argmax(axis=1), k - 1).astype(exit_dtype(k))
         return [OperatingPoint(float("nan"), np.full(k, np.nan), exits, "oracle")]
@@ -81,6 +81,12 @@ class RandomPolicy(BasePolicy):
         self.base.fit(val)
         self.num_exits_ = val.num_exits
         return self
+
+    def correct(self, ls: LogitSet) -> np.ndarray:
+        """The base policy's correctness: the random ablation changes which samples exit
+        where, not what the exits predict."""
+        self._check_fitted(ls)
+        return self.base.correct(ls)
 
     def apply(self, ls: LogitSet) -> list[OperatingPoint]:
         self._check_fitted(ls)

@@ -1,5 +1,14 @@
 """Post-hoc calibration of every exit, fit on the validation split.
 
+A calibration is fit on the validation LogitSet and then turns a block of cached
+outputs (samples start:stop, all exits) into calibrated per-exit probabilities:
+``block_probabilities(ls, start, stop, block)``. ``changes_predictions`` says
+whether the arg-max of those probabilities may differ from an exit's raw arg-max
+(then predictions, correctness and accuracy come from the calibrated
+probabilities). ``describe()`` returns the fitted state as plain data. Names map
+to classes in ``CALIBRATIONS``: ``temperature`` (here), ``mie`` and
+``temperature+mie`` (eebench.policies.ensemble).
+
 Early exits are over- or under-confident in different ways, and a confidence
 threshold inherits that; per-exit temperature scaling (one scalar per exit,
 fit on validation negative log-likelihood) is the standard fix and cannot
@@ -16,11 +25,12 @@ probabilities: probabilities that underflowed to 0 are clipped at 1e-300).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from eebench.policies._registry import lookup
+from eebench.policies.ensemble import ModelInternalEnsemble, TemperatureMIE
 
 if TYPE_CHECKING:
     from eebench.store.logitset import LogitSet
@@ -29,7 +39,10 @@ _TINY = 1e-300
 
 
 def _as_logits(x: np.ndarray, kind: str) -> np.ndarray:
-    return np.log(np.maximum(x, _TINY)) if kind == "probabilities" else x
+    if kind != "probabilities":
+        return x
+    with np.errstate(divide="ignore"):  # float32 rounds 1e-300 to 0: log gives -inf, softmax 0
+        return np.log(np.maximum(x, _TINY))
 
 
 class TemperatureScaling:
@@ -40,6 +53,7 @@ class TemperatureScaling:
     """
 
     name = "temperature"
+    changes_predictions = False
 
     def __init__(self, bounds: tuple[float, float] = (0.01, 100.0)) -> None:
         self.bounds = bounds
@@ -93,10 +107,41 @@ class TemperatureScaling:
         self.nll_after_ = after
         return self
 
-    def transform(self, x: np.ndarray, k: int, kind: str) -> np.ndarray:
-        """Calibrated logits of exit ``k`` (same float dtype as ``x``)."""
+    def _check_fitted(self) -> None:
         if not hasattr(self, "temperatures_"):
             raise RuntimeError("TemperatureScaling is not fitted; call fit(validation_set) first")
+
+    def block_logits(self, ls: LogitSet, start: int, stop: int, block: np.ndarray) -> np.ndarray:
+        """Calibrated logits (rows, K, C) of a block: every exit's logits over its
+        temperature (for a cache of probabilities, their logarithm over it). Overwrites
+        ``block`` for caches of logits."""
+        self._check_fitted()
+        if block.ndim != 3 or block.shape[1] != len(self.temperatures_):
+            raise ValueError(
+                f"a block of shape {block.shape} for temperatures fit on "
+                f"{len(self.temperatures_)} exits; apply the calibration to outputs of the same model"
+            )
+        z = _as_logits(block, ls.kind)
+        t = self.temperatures_.astype(z.dtype)[None, :, None]
+        return np.divide(z, t, out=z)
+
+    def block_probabilities(
+        self, ls: LogitSet, start: int, stop: int, block: np.ndarray
+    ) -> np.ndarray:
+        """Calibrated probabilities (rows, K, C): ``softmax(block_logits)``."""
+        z = self.block_logits(ls, start, stop, block)
+        np.subtract(z, z.max(axis=-1, keepdims=True), out=z)
+        np.exp(z, out=z)
+        return np.divide(z, z.sum(axis=-1, keepdims=True), out=z)
+
+    def cache_key(self) -> tuple[float, ...]:
+        """The fitted temperatures: they alone decide the calibrated outputs."""
+        self._check_fitted()
+        return tuple(float(t) for t in self.temperatures_)
+
+    def transform(self, x: np.ndarray, k: int, kind: str) -> np.ndarray:
+        """Calibrated logits of exit ``k`` (same float dtype as ``x``)."""
+        self._check_fitted()
         if not 0 <= k < len(self.temperatures_):
             raise ValueError(
                 f"exit {k} out of range: temperatures were fit for {len(self.temperatures_)} exits"
@@ -114,10 +159,26 @@ class TemperatureScaling:
         return out
 
 
-CALIBRATIONS: dict[str, type] = {"temperature": TemperatureScaling}
+def _laplace() -> Any:
+    from eebench.policies.laplace import LaplaceCalibration  # scipy.linalg, loaded on use
+
+    return LaplaceCalibration()
 
 
-def make_calibration(name: str | None) -> TemperatureScaling | None:
+def _laplace_mie() -> Any:
+    return ModelInternalEnsemble(base=_laplace())
+
+
+CALIBRATIONS: dict[str, Any] = {
+    "temperature": TemperatureScaling,
+    "mie": ModelInternalEnsemble,
+    "temperature+mie": TemperatureMIE,
+    "laplace": _laplace,
+    "laplace+mie": _laplace_mie,  # Calibrated-DNN's combination
+}
+
+
+def make_calibration(name: str | None) -> Any:
     """A fresh (unfitted) calibration by name; ``None``/"none" means no calibration."""
     if name is None or (isinstance(name, str) and name.strip().lower() in ("", "none")):
         return None

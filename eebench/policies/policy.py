@@ -10,14 +10,14 @@ exit index per sample, so evaluation never needs to know which kind it got.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from eebench.policies.calibration import make_calibration
-from eebench.policies.scores import exit_correct, exit_scores, get_score
+from eebench.policies.scores import correctness, get_score, scores_and_predictions
 from eebench.policies.solvers import Solution, assign_exits, exit_counts, make_solver, mean_cost
 
 if TYPE_CHECKING:
@@ -109,11 +109,26 @@ class BasePolicy:
         """Plain-data description (name and fitted state worth reporting)."""
         return {"name": self.name}
 
+    def correct(self, ls: LogitSet) -> np.ndarray:
+        """(N, K) bool: is exit k's prediction of sample i right, as this policy predicts.
+
+        Every exit's raw arg-max here; policies whose calibration changes predictions
+        (model-internal ensembling, ...) answer with their own predictions, so that their
+        accuracy is that of what they would output.
+        """
+        check_logitset(ls, "the set")
+        return correctness(ls)
+
     def fit(self, val: LogitSet) -> BasePolicy:  # pragma: no cover - interface
         raise NotImplementedError
 
     def apply(self, ls: LogitSet) -> list[OperatingPoint]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def iter_apply(self, ls: LogitSet) -> Iterator[OperatingPoint]:
+        """The points of ``apply`` one at a time (policies that can make them lazily hold
+        one per-sample exit array at a time instead of all of them)."""
+        yield from self.apply(ls)
 
 
 class Policy(BasePolicy):
@@ -157,22 +172,33 @@ class Policy(BasePolicy):
         else:
             cal = self.calibration
         self.calibration_ = cal.fit(val) if cal is not None else None
-        scores = exit_scores(val, self.score, self.calibration_)
-        correct = exit_correct(val)
+        scores, preds = scores_and_predictions(val, self.score, self.calibration_)
+        correct = preds == val.labels[:, None]
         self.solutions_: list[Solution] = merge_budget_duplicates(
             self._solver.solve(scores, correct, val.costs), val.costs, val.num_samples
         )
         self.num_exits_ = val.num_exits
         return self
 
-    def apply(self, ls: LogitSet) -> list[OperatingPoint]:
+    def correct(self, ls: LogitSet) -> np.ndarray:
+        """(N, K) bool correctness of this policy's predictions (from the calibrated
+        probabilities when its calibration changes predictions, else the raw arg-max)."""
         self._check_fitted(ls)
-        scores = exit_scores(ls, self.score, self.calibration_)
-        return [
-            OperatingPoint(s.param, s.thresholds.copy(), assign_exits(scores, s.thresholds),
-                           s.param_name, s.info.get("note", ""))
-            for s in self.solutions_
-        ]
+        return correctness(ls, self.calibration_)
+
+    def apply(self, ls: LogitSet) -> list[OperatingPoint]:
+        return list(self.iter_apply(ls))
+
+    def iter_apply(self, ls: LogitSet) -> Iterator[OperatingPoint]:
+        self._check_fitted(ls)
+        # scores (and with them the predictions) now, in one pass; exits point by point
+        scores, _ = scores_and_predictions(ls, self.score, self.calibration_)
+        return self._points(scores)
+
+    def _points(self, scores: np.ndarray) -> Iterator[OperatingPoint]:
+        for s in self.solutions_:
+            yield OperatingPoint(s.param, s.thresholds.copy(), assign_exits(scores, s.thresholds),
+                                 s.param_name, s.info.get("note", ""))
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "score": self.score, "solver": self._solver.name}

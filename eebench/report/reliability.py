@@ -45,7 +45,7 @@ def reliability_table(logitset: LogitSet, model: str, n_bins: int = 15) -> pd.Da
     """
     import pandas as pd
 
-    from eebench.policies.scores import iter_exit_chunks
+    from eebench.policies.scores import chunk_rows, scores_and_predictions
 
     for attr in ("logits", "labels", "exit_names", "kind"):
         if not hasattr(logitset, attr):
@@ -56,21 +56,27 @@ def reliability_table(logitset: LogitSet, model: str, n_bins: int = 15) -> pd.Da
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
     if not isinstance(model, str) or not model:
         raise ValueError(f"model must be a non-empty name for the results, got {model!r}")
-    n, num_exits, _ = logitset.logits.shape
+    n, num_exits, num_classes = logitset.logits.shape
     if n == 0:
         raise ValueError("cannot compute a reliability table of an empty set")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     count = np.zeros((num_exits, n_bins))
     sum_conf = np.zeros((num_exits, n_bins))
     sum_hit = np.zeros((num_exits, n_bins))
-    labels = logitset.labels
-    for ch in iter_exit_chunks(logitset):
-        conf = ch.probs.max(axis=1).astype(np.float64)
-        hit = (ch.raw.argmax(axis=1) == labels[ch.start : ch.stop]).astype(np.float64)
-        idx = np.searchsorted(edges[1:-1], conf, side="right")
-        count[ch.k] += np.bincount(idx, minlength=n_bins)
-        sum_conf[ch.k] += np.bincount(idx, weights=conf, minlength=n_bins)
-        sum_hit[ch.k] += np.bincount(idx, weights=hit, minlength=n_bins)
+    # confidences and hits of every exit in one block-wise pass (shared with the policies)
+    confidence, preds = scores_and_predictions(logitset, "confidence")
+    hits = preds == logitset.labels[:, None]
+    # sums accumulate in the same sample chunks as always, so the float sums do not move
+    step = chunk_rows(num_classes)
+    for start in range(0, n, step):
+        sl = slice(start, min(n, start + step))
+        for k in range(num_exits):
+            conf = confidence[sl, k].astype(np.float64)
+            hit = hits[sl, k].astype(np.float64)
+            idx = np.searchsorted(edges[1:-1], conf, side="right")
+            count[k] += np.bincount(idx, minlength=n_bins)
+            sum_conf[k] += np.bincount(idx, weights=conf, minlength=n_bins)
+            sum_hit[k] += np.bincount(idx, weights=hit, minlength=n_bins)
     rows = []
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.where(count > 0, sum_conf / count, np.nan)
