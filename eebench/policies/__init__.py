@@ -13,16 +13,20 @@ from eebench.policies.calibration import (
     list_calibrations,
     make_calibration,
 )
+from eebench.policies.ensemble import ModelInternalEnsemble, TemperatureMIE
 from eebench.policies.factory import list_policy_solvers, make_policy
 from eebench.policies.grids import GRIDS, QGrid, exit_distribution, get_grid, list_grids
 from eebench.policies.policy import BasePolicy, OperatingPoint, Policy
 from eebench.policies.scores import (
     SCORES,
+    correctness,
     exit_correct,
     exit_predictions,
     exit_scores,
     get_score,
     list_scores,
+    predictions,
+    scores_and_predictions,
 )
 from eebench.policies.solvers import (
     SENTINEL,
@@ -40,12 +44,19 @@ from eebench.policies.solvers import (
     quota_thresholds,
 )
 
+_LAZY = {
+    "GeneticSolver": "eebench.policies.ga",
+    "RiskControlSolver": "eebench.policies.risk",
+    "EENetPolicy": "eebench.policies.eenet",
+    "LaplaceCalibration": "eebench.policies.laplace",
+}
 
-def __getattr__(name: str):  # noqa: ANN202 - lazy export keeps deap out of the import
-    if name == "GeneticSolver":
-        from eebench.policies.ga import GeneticSolver
 
-        return GeneticSolver
+def __getattr__(name: str):  # noqa: ANN202 - lazy exports keep deap and scipy out of the import
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'eebench.policies' has no attribute {name!r}")
 
 
@@ -56,19 +67,25 @@ __all__ = [
     "SENTINEL",
     "SOLVERS",
     "BasePolicy",
+    "EENetPolicy",
     "ExactSolver",
     "GeneticSolver",
     "GeometricSolver",
+    "LaplaceCalibration",
+    "ModelInternalEnsemble",
     "OperatingPoint",
     "OraclePolicy",
     "Policy",
     "QGrid",
     "RandomPolicy",
+    "RiskControlSolver",
     "Solution",
     "StaticPolicy",
     "SweepSolver",
+    "TemperatureMIE",
     "TemperatureScaling",
     "assign_exits",
+    "correctness",
     "evaluate_exits",
     "exit_correct",
     "exit_counts",
@@ -86,5 +103,7 @@ __all__ = [
     "make_policy",
     "make_solver",
     "mean_cost",
+    "predictions",
     "quota_thresholds",
+    "scores_and_predictions",
 ]

@@ -11,11 +11,13 @@ from eebench.policies.policy import BasePolicy, Policy
 from eebench.policies.solvers import SOLVERS
 
 BASELINES = ("oracle", "random", "static")
+LEARNED_POLICIES = ("eenet",)
+"""Policies that learn their own exit scores (not a score + threshold solver)."""
 
 
 def list_policy_solvers() -> list[str]:
     """Every name ``make_policy(solver=...)`` accepts."""
-    return sorted([*SOLVERS, *BASELINES])
+    return sorted([*SOLVERS, *BASELINES, *LEARNED_POLICIES])
 
 
 def make_policy(
@@ -36,6 +38,12 @@ def make_policy(
     - sweep: ``grid`` = shared thresholds (default CF-ViT's 0.00..0.99) or per-exit lists.
     - ga: ``budgets`` (default: the geometric costs on ``grid``, default msdnet), ``seed``,
       options ``population``, ``generations``, ... (see GeneticSolver).
+    - risk: options ``epsilon`` (one or a list), ``delta``, ``bound`` (binomial or hb);
+      ``grid`` = candidate thresholds (a count or values).
+    - eenet: a learned exit scorer (EENetPolicy) with ``budgets`` (default: the geometric costs
+      on ``grid``, default msdnet), ``seed``, options ``hidden``, ``epochs``, ``lr``,
+      ``weight_decay``; it reads every exit's outputs itself, so ``score`` and
+      ``calibration`` do not apply.
     - oracle, static: no parameters. random: the fractions of ``base_solver`` built from the
       same arguments, samples drawn with ``seed``.
     """
@@ -44,6 +52,17 @@ def make_policy(
         return OraclePolicy()
     if key == "static":
         return StaticPolicy()
+    if key == "eenet":
+        if calibration not in (None, "none"):
+            raise ValueError("the eenet policy learns its own exit scores; drop the calibration")
+        from eebench.policies.eenet import EENetPolicy
+
+        known = ("hidden", "epochs", "lr", "weight_decay")
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ValueError(f"the eenet policy has no option {', '.join(map(repr, unknown))}; "
+                             f"it accepts: budgets, seed, grid, {', '.join(known)}")
+        return EENetPolicy(budgets, seed=seed, budget_grid=grid or "msdnet", **options)
     if key == "random":
         if base_solver.strip().lower() == "random":
             raise ValueError("base_solver of a random policy cannot itself be 'random'")
@@ -54,10 +73,11 @@ def make_policy(
         return RandomPolicy(base, seed=seed)
     if key in ("geometric", "exact"):
         opts = {"grid": grid, "budgets": budgets, **options}
-    elif key == "sweep":
+    elif key in ("sweep", "risk"):
         if budgets is not None:
             raise ValueError(
-                "the sweep solver has no budget targeting; use geometric, exact or ga for budgets"
+                f"the {key} solver has no budget targeting; use geometric, exact, ga or eenet "
+                "for budgets"
             )
         opts = {"grid": grid, **options}
     else:  # ga

@@ -35,7 +35,7 @@ import numpy as np
 
 from eebench.errors import DataError
 from eebench.policies._registry import lookup
-from eebench.policies.grids import QGrid, exit_distribution, get_grid, parse_floats
+from eebench.policies.grids import QGrid, exit_distribution, get_grid
 from eebench.store.validate import check_budgets
 
 SENTINEL = 1e8
@@ -286,10 +286,15 @@ CFVIT_THRESHOLDS = tuple(0.01 * p for p in range(100))
 class SweepSolver:
     """Thresholds given, not fitted: one shared threshold swept over a grid, or per-exit lists.
 
-    ``grid``: ``None``/"cfvit" (0.00, 0.01, ..., 0.99), a list of shared
-    thresholds, a string "0.5,0.9", or a list of per-exit threshold lists
+    ``grid``: ``None``/"cfvit" (0.00, 0.01, ..., 0.99, then 1.0), a list of shared
+    thresholds, a string "0.5,0.9,last", or a list of per-exit threshold lists
     (K-1 values each; K values are accepted and the last is ignored, since the
     last exit always takes the rest).
+
+    A shared value of ``"last"`` (or ``inf``) sends every sample to the last exit. CF-ViT's
+    eta = 1.0, the last point of the "cfvit" grid, means the same in its paper (the full
+    model); read literally as "exit when confidence >= 1.0" it would still let out the
+    samples whose float32 confidence saturates at exactly 1.0, so it is that point instead.
     """
 
     def __init__(self, grid: str | Sequence[float] | Sequence[Sequence[float]] | None = None) -> None:
@@ -303,18 +308,25 @@ class SweepSolver:
 
     def _points(self, num_exits: int) -> list[tuple[float, str, np.ndarray]]:
         g = self.grid
+        last_param = math.inf
         if g is None or (isinstance(g, str) and g.strip().lower() == "cfvit"):
-            shared: list[float] | None = list(CFVIT_THRESHOLDS)
+            shared: list[float] | None = [*CFVIT_THRESHOLDS, math.inf]
+            last_param = 1.0  # CF-ViT's eta = 1.0
         elif isinstance(g, str):
-            shared = parse_floats(g)
+            shared = [_shared_value(x) for x in g.replace(";", ",").split(",") if x.strip()]
         elif len(g) and all(np.ndim(v) == 0 for v in g):
-            shared = [float(v) for v in g]  # type: ignore[arg-type]
+            shared = [_shared_value(v) for v in g]  # type: ignore[arg-type]
         else:
             shared = None
         if shared is not None:
             if not shared:
                 raise ValueError("the threshold grid is empty")
-            return [(t, "threshold", np.array([t] * (num_exits - 1) + [-SENTINEL])) for t in shared]
+            return [
+                (last_param, "threshold", np.array([SENTINEL] * (num_exits - 1) + [-SENTINEL]))
+                if t == math.inf
+                else (t, "threshold", np.array([t] * (num_exits - 1) + [-SENTINEL]))
+                for t in shared
+            ]
         out = []
         for i, row in enumerate(g):  # type: ignore[union-attr]
             r = np.asarray(row, dtype=np.float64).reshape(-1)
@@ -337,10 +349,32 @@ class SweepSolver:
         ]
 
 
+def _shared_value(value: Any) -> float:
+    """One shared sweep threshold: a number, or "last"/inf for "every sample to the last exit"."""
+    if isinstance(value, str) and value.strip().lower() in ("last", "inf", "+inf"):
+        return math.inf
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"sweep thresholds are numbers or 'last' (every sample to the last exit), "
+            f"got {value!r}"
+        ) from None
+    if math.isnan(t) or t == -math.inf:
+        raise ValueError(f"sweep threshold {value!r} is not a usable threshold")
+    return t
+
+
 def _ga_solver(**kwargs: Any) -> Any:
     from eebench.policies.ga import GeneticSolver
 
     return GeneticSolver(**kwargs)
+
+
+def _risk_solver(**kwargs: Any) -> Any:
+    from eebench.policies.risk import RiskControlSolver
+
+    return RiskControlSolver(**kwargs)
 
 
 SOLVERS: dict[str, Any] = {
@@ -348,11 +382,12 @@ SOLVERS: dict[str, Any] = {
     "exact": ExactSolver,
     "sweep": SweepSolver,
     "ga": _ga_solver,
+    "risk": _risk_solver,
 }
 
 
 def make_solver(name: str, **options: Any) -> Any:
-    """A threshold solver by name (geometric, exact, sweep, ga) with its constructor options.
+    """A threshold solver by name (geometric, exact, sweep, ga, risk) with its constructor options.
 
     An option the solver does not take fails with the names it does take (not with a
     TypeError from deep inside a constructor).
@@ -377,6 +412,10 @@ def solver_options(name: str) -> list[str]:
         from eebench.policies.ga import GeneticSolver
 
         factory = GeneticSolver
+    elif factory is _risk_solver:
+        from eebench.policies.risk import RiskControlSolver
+
+        factory = RiskControlSolver
     params = inspect.signature(factory).parameters.values()
     return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
