@@ -34,6 +34,8 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Speed benchmarks; each prints the times it measured and their ratio, in one run."""
     session.run(PY, "benchmarks/bench_solvers.py", *session.posargs)
+    session.run(PY, "benchmarks/bench_policies.py")
+    session.run(PY, "benchmarks/bench_startup.py")
     session.run(PY, "benchmarks/bench_speed.py")
     session.run(PY, "benchmarks/bench_store.py")
     session.run(PY, "benchmarks/bench_extract.py")

@@ -1,8 +1,10 @@
 """The ``eebench`` command: parses arguments, calls the public API, prints.
 
 Every command is a few lines over a function a user can call from a notebook.
-Imports happen inside the handlers, so commands that work on cached logits
-(``sweep``, ``report``, ``store``) never load torch and start quickly.
+Imports happen inside the handlers: this module loads only argparse and json
+(and eebench's errors), so ``--help`` of every command starts in about the time
+of a bare Python, ``store ls`` loads neither pandas nor tabulate, and commands
+that work on cached logits (``sweep``, ``report``, ``store``) never load torch.
 """
 
 from __future__ import annotations
@@ -13,10 +15,8 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from eebench.errors import EebenchError
-from eebench.outputs import check_path_name, prepare_output_dir, prepare_output_file
 
 
 def _floats(text: str) -> list[float]:
@@ -68,9 +68,28 @@ def _print_frame(df, floatfmt: str = ".4g") -> None:  # noqa: ANN001 (pandas is 
     print(tabulate(df, headers="keys", tablefmt="github", showindex=False, floatfmt=floatfmt))
 
 
+def _print_rows(rows: Sequence[dict], columns: Sequence[str]) -> None:
+    """Print plain rows as ``_print_frame`` prints a frame of text and integers (a GitHub
+    table: numbers right-aligned, text left-aligned, columns at least their header plus
+    two wide), without loading pandas or tabulate; every text value is printed as it is."""
+    cells = [[str(r[c]).strip() for c in columns] for r in rows]
+    numeric = [bool(rows) and all(isinstance(r[c], int) and not isinstance(r[c], bool)
+                                  for r in rows) for c in columns]
+    widths = [max([len(c) + 2] + [len(row[i]) for row in cells])
+              for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        padded = [" " * (w - len(v)) + v if num else v + " " * (w - len(v))
+                  for v, w, num in zip(values, widths, numeric)]
+        return "| " + " | ".join(padded) + " |"
+
+    print("\n".join([line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                     *(line(row) for row in cells)]))
+
+
 def _write_csv(frame, path: str) -> None:  # noqa: ANN001 (pandas is imported lazily)
     """Write a table atomically (readers never see half a file)."""
-    from eebench.outputs import atomic_file
+    from eebench.outputs import atomic_file, prepare_output_file
 
     out = prepare_output_file(path, "--out")
     with atomic_file(out, "w") as f:
@@ -104,6 +123,7 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 
 def cmd_costs(args: argparse.Namespace) -> int:
     from eebench.costs import CONVENTIONS, count_costs, format_costs_table
+    from eebench.outputs import prepare_output_file
     from eebench.zoo import create_model
 
     overrides = args.overrides or {}
@@ -146,6 +166,7 @@ def _costs_all(args: argparse.Namespace) -> int:
 
 def cmd_speed(args: argparse.Namespace) -> int:
     from eebench.costs.speed import speed_of_model
+    from eebench.outputs import prepare_output_file
 
     if args.out:
         prepare_output_file(args.out, "--out")
@@ -191,6 +212,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_costs(args: argparse.Namespace) -> int:
+    from eebench.outputs import prepare_output_file
     from eebench.verify import COST_TOLERANCES, DEFAULT_COST_TOLERANCE, verify_costs
 
     if args.csv:
@@ -275,29 +297,37 @@ def _store(args: argparse.Namespace):  # noqa: ANN202
 
 
 def cmd_store_ls(args: argparse.Namespace) -> int:
-    store = _store(args)
-    df = store.ls()
-    if df.empty:
-        print(f"store {store.root} is empty")
+    # reads manifests only, through the numpy-free module: listing starts like a bare Python
+    from eebench.store.manifest import LS_COLUMNS, default_store_root, ls_rows
+
+    root = default_store_root(args.store)
+    rows = ls_rows(root)
+    if not rows:
+        print(f"store {root} is empty")
     else:
-        _print_frame(df)
-    _print_store_health(store)
+        _print_rows(rows, LS_COLUMNS)
+    _print_store_health(root)
     return 0
 
 
-def _print_store_health(store) -> None:  # noqa: ANN001 (LogitStore, imported lazily)
-    """Broken entries and unfinished work: never silent, each with the command that repairs it."""
-    for key, problem in store.broken():
+def _print_store_health(root) -> None:  # noqa: ANN001 (a pathlib.Path)
+    """Broken entries and unfinished work of the store at ``root``: never silent, each with the
+    command that repairs it (numpy-free; the file-lock library loads only if ``.partial/``
+    holds something)."""
+    from eebench.store.manifest import PARTIAL, broken_entries, partial_items
+
+    for key, problem in broken_entries(root):
         print(f"broken entry {key[:12]}: {problem}; remove it with `eebench store rm {key[:12]}`")
-    items = store.partial_items()
+    items = partial_items(root)  # (path, kind, bytes, active)
     if items:
-        mb = sum(i.bytes for i in items) / 1e6
-        kinds = {k: sum(1 for i in items if i.kind == k and not i.active) for k in ("extraction", "leftover")}
-        active = sum(1 for i in items if i.active)
+        mb = sum(size for _, _, size, _ in items) / 1e6
+        kinds = {k: sum(1 for _, kind, _, active in items if kind == k and not active)
+                 for k in ("extraction", "leftover")}
+        active = sum(1 for *_, busy in items if busy)
         parts = [f"{n} {k}{'s' if n != 1 else ''}" for k, n in kinds.items() if n]
         if active:
             parts.append(f"{active} in use by a running process")
-        print(f"unfinished work in {store.partial_dir}: {', '.join(parts)} ({mb:.1f} MB); "
+        print(f"unfinished work in {root / PARTIAL}: {', '.join(parts)} ({mb:.1f} MB); "
               "`eebench store gc` removes leftovers, `--resumable` also the chunks of "
               "interrupted extractions")
 
@@ -314,7 +344,7 @@ def cmd_store_verify(args: argparse.Namespace) -> int:
         print(f"{p}; remove it with `eebench store rm {p.key[:12]}` and recreate it")
     n = len(store.keys()) + len(store.broken()) if args.ref is None else 1
     if args.ref is None:
-        _print_store_health(store)
+        _print_store_health(store.root)
     print(f"{'FAILED' if problems else 'OK'}: {n} entr{'y' if n == 1 else 'ies'} checked in {store.root}")
     return 1 if problems else 0
 
@@ -340,6 +370,8 @@ def cmd_store_rename(args: argparse.Namespace) -> int:
 
 
 def cmd_store_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from eebench.store.formats import import_msdnet_logits, import_npz
 
     store = _store(args)
@@ -355,6 +387,7 @@ def cmd_store_import(args: argparse.Namespace) -> int:
 
 
 def cmd_store_export(args: argparse.Namespace) -> int:
+    from eebench.outputs import prepare_output_file
     from eebench.store.formats import export_npz
 
     prepare_output_file(args.out, "output")
@@ -382,6 +415,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from eebench.outputs import prepare_output_file
     from eebench.train import train_on_dataset
 
     prepare_output_file(args.out, "--out")
@@ -410,9 +444,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from eebench.evaluate import run_sweep
+    from eebench.outputs import prepare_output_file
 
     if args.out:
         prepare_output_file(args.out, "--out")
+    options = dict(args.option or [])
+    for name in ("epsilon", "delta", "bound"):  # risk control
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    if args.fit_source:
+        options["fit_source"] = args.fit_source
+    if args.tune_on_test:
+        options["tune_on_test"] = True
     curve = run_sweep(
         args.source,
         costs=args.costs,
@@ -425,7 +468,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         budgets=args.budgets,
         calibration=args.calibration,
         store_root=args.store,
-        **dict(args.option or []),
+        **options,
     )
     cols = [c for c in ("param", "val_acc", "val_cost", "test_acc", "test_cost") if c in curve]
     _print_frame(curve[cols])
@@ -438,12 +481,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+FEATURES_HELP = ("also store each exit's pre-logit features (what the laplace calibration "
+                 "needs); the same as features = true in the suite's [suite] table")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from eebench.suite import current_command, run_suite
 
     out = run_suite(
         args.suite, store_root=args.store, results_root=args.results,
         reports_root=args.reports, command=current_command(),
+        features=True if args.features else None,
     )
     if out.report_index is None:  # a rank other than 0 under torchrun
         print(f"rank {os.environ.get('RANK')}: extraction done; rank 0 writes {out.results_dir}")
@@ -461,7 +509,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     store = LogitStore(default_store_root(args.store))
     world = current()
-    done = extract_models(suite, args.suite, store, progress=True, world=world)
+    done = extract_models(suite, args.suite, store, progress=True, world=world,
+                          features=True if args.features else None)
     if world.is_main:
         for em in done:
             print(f"{em.label}: val {em.provenance['val_entry'][:12]}, "
@@ -471,6 +520,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from eebench.outputs import prepare_output_dir
     from eebench.report import build_report
 
     if args.out:
@@ -488,6 +538,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_import_curve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eebench.outputs import prepare_output_file
     from eebench.report.imported import import_curve, write_imported
 
     prepare_output_file(args.out, "--out")
@@ -503,6 +556,7 @@ def cmd_import_curve(args: argparse.Namespace) -> int:
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
+    from eebench.outputs import check_path_name, prepare_output_dir
     from eebench.report.ablation import (
         ablation_from_curves,
         ablation_from_published,
@@ -675,11 +729,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--val-fraction", type=float, help="fraction of samples for the validation split")
     sp.add_argument("--seed", type=int, default=0, help="seed of the validation split")
     sp.add_argument("--val-index", help=".npy of validation sample indices (the rest is test)")
-    sp.add_argument("--score", default="confidence", help="confidence, entropy or margin")
-    sp.add_argument("--solver", default="geometric", help="geometric, exact, sweep, ga, oracle, random, static")
-    sp.add_argument("--grid", default=None, help="q grid name (msdnet, imta, dvt, dynperceiver, eenet) or values")
+    sp.add_argument("--score", default="confidence",
+                    help="confidence, entropy, margin, patience (PABEE: exits agreeing in a row) "
+                    "or ensemble-confidence (confidence of the running mean of exits 1..k)")
+    sp.add_argument("--solver", default="geometric",
+                    help="geometric, exact, sweep, ga, risk (risk control), eenet (learned exit "
+                    "scores), oracle, random, static")
+    sp.add_argument("--grid", default=None,
+                    help="q grid name (msdnet, imta, dvt, dynperceiver, eenet) or values; sweep: "
+                    "thresholds, 'last' = every sample to the last exit")
     sp.add_argument("--budgets", type=_floats, help="target mean costs, in the unit of --costs")
-    sp.add_argument("--calibration", default=None, help="temperature (per-exit temperature scaling)")
+    sp.add_argument("--calibration", default=None,
+                    help="temperature, mie (model-internal ensemble), temperature+mie, laplace "
+                    "(needs a store entry extracted with features), laplace+mie")
+    sp.add_argument("--epsilon", type=_floats,
+                    help="risk: bound(s) on the accuracy drop against the last exit, e.g. 0.01,0.05")
+    sp.add_argument("--delta", type=float,
+                    help="risk: allowed probability that the drop exceeds epsilon (default 0.1)")
+    sp.add_argument("--bound", choices=["binomial", "hb"],
+                    help="risk: p-value of the test (default binomial)")
+    sp.add_argument("--fit-source",
+                    help="fit the thresholds on another .npz or store entry (e.g. training-image "
+                    "outputs, as DVT and Dynamic Perceiver do); the whole SOURCE is then the test set")
+    sp.add_argument("--tune-on-test", action="store_true",
+                    help="fit and evaluate on the whole SOURCE, no held-out split (CF-ViT's "
+                    "protocol); the curve is marked as tuned on the test set")
     sp.add_argument("--option", action="append", type=_option, metavar="NAME=VALUE",
                     help="a solver option, repeatable, e.g. --option population=128 "
                     "--option generations=60 (ga); an unknown name lists the accepted ones")
@@ -690,11 +764,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("suite", help="suite TOML file, e.g. suites/quickstart.toml")
     sp.add_argument("--results", default="results", help="results root (default: results/)")
     sp.add_argument("--reports", default="reports", help="reports root (default: reports/)")
+    sp.add_argument("--features", action="store_true", help=FEATURES_HELP)
     store_opt(sp)
 
     sp = add("extract", "train or reuse every model of a suite and fill the store with its "
              "logits, without evaluating (works under torchrun)", cmd_extract)
     sp.add_argument("suite", help="suite TOML file")
+    sp.add_argument("--features", action="store_true", help=FEATURES_HELP)
     store_opt(sp)
 
     sp = add("report", "rebuild a report from saved results (no model, no store)", cmd_report)

@@ -14,6 +14,7 @@ import shlex
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +25,21 @@ from eebench.outputs import atomic_dir, check_path_name, prepare_output_dir
 from eebench.parallel import current as current_world
 from eebench.schema import Field, SuiteError, Table, one_of, positive, validate_table
 
-SCORES = ("confidence", "entropy", "margin")
-SOLVERS = ("geometric", "exact", "sweep", "ga")
 BASELINES = ("oracle", "random", "static")
-CALIBRATIONS = ("temperature",)
+
+
+def _registered(kind: str) -> Callable[[Any], str | None]:
+    """A check against the names the policies package registers (read when a suite is
+    validated, so a newly registered score, calibration or solver is accepted at once)."""
+
+    def check(value: Any) -> str | None:
+        from eebench.policies import list_calibrations, list_policy_solvers, list_scores
+
+        names = {"score": list_scores, "solver": list_policy_solvers,
+                 "calibration": list_calibrations}[kind]()
+        return None if value in names else f"must be one of {', '.join(names)}; got {value!r}"
+
+    return check
 
 
 def _costs(value: list[float]) -> str | None:
@@ -91,21 +103,53 @@ MODEL = Table(
 POLICY = Table(
     {
         "label": Field(str, default=None),
-        "score": Field(str, default="confidence", check=one_of(SCORES)),
-        "solver": Field(str, default="geometric", check=one_of(SOLVERS + BASELINES)),
+        "score": Field(str, default="confidence", check=_registered("score")),
+        "solver": Field(str, default="geometric", check=_registered("solver")),
         "grid": Field((str, list), default=None, doc="q grid name or list of values"),
         "budgets": Field(list, default=None, items=float, check=_budgets,
                          doc="target mean costs, in MACs"),
-        "calibration": Field(str, default=None, check=one_of(CALIBRATIONS)),
-        "thresholds": Field(list, default=None, items=float, doc="sweep: threshold grid"),
+        "calibration": Field(str, default=None, check=_registered("calibration")),
+        "thresholds": Field(list, default=None, items=(float, str),
+                            doc="sweep: threshold grid (\"last\": every sample to the last exit)"),
         "like": Field(str, default=None, doc="random: the policy label whose exit fractions it copies"),
         "seed": Field(int, default=0),
         "generations": Field(int, default=None, check=positive, doc="ga: generations"),
         "population": Field(int, default=None, check=positive, doc="ga: population size"),
+        "epsilon": Field((float, list), default=None,
+                         doc="risk: bound(s) on the accuracy drop against the last exit"),
+        "delta": Field(float, default=None, doc="risk: allowed probability of a larger drop"),
+        "bound": Field(str, default=None, check=one_of(["binomial", "hb"]),
+                       doc="risk: p-value of the test (binomial or Hoeffding-Bentkus)"),
+        "hidden": Field(int, default=None, check=positive, doc="eenet: hidden units per exit"),
+        "epochs": Field(int, default=None, check=positive, doc="eenet: training epochs"),
+        "lr": Field(float, default=None, check=positive, doc="eenet: learning rate"),
+        "weight_decay": Field(float, default=None, doc="eenet: weight decay"),
     }
 )
 
+POLICY_OPTIONS = {
+    "ga": ("generations", "population"),
+    "risk": ("epsilon", "delta", "bound"),
+    "eenet": ("hidden", "epochs", "lr", "weight_decay"),
+}
+"""The [[policies]] keys that are options of one solver, passed to make_policy by name."""
+
 COST_UNITS = {"MACs": 1.0, "MMACs": 1e6, "GMACs": 1e9}
+"""Multiply-accumulate units, converted to MACs; any other unit (``ms``, ``mJ``, ...) is kept
+as given and labelled so in the report."""
+
+
+def _cost_unit(value: Any) -> str | None:
+    if not value.strip():
+        return "must name a unit, e.g. MACs, GMACs, ms or mJ"
+    return None
+
+
+def results_cost_unit(unit: str) -> str:
+    """The unit a source's costs are reported in: MACs for the multiply-accumulate family
+    (converted), anything else as given."""
+    return "MACs" if unit in COST_UNITS else unit.strip()
+
 
 LOGITS = Table(
     {
@@ -113,11 +157,19 @@ LOGITS = Table(
         "source": Field(str, required=True, doc=".npz file of logits and labels, or a store entry"),
         "costs": Field(list, default=None, items=float, check=_costs,
                        doc="cumulative cost per exit (required when the source has none)"),
-        "cost_unit": Field(str, default="MACs", check=one_of(list(COST_UNITS)),
-                           doc="unit of costs"),
+        "cost_unit": Field(str, default="MACs", check=_cost_unit,
+                           doc="unit of costs: MACs, MMACs, GMACs (converted to MACs) or any "
+                               "other unit such as ms or mJ, kept and labelled as given"),
         "val_fraction": Field(float, default=0.5, doc="share of samples that fit the thresholds"),
         "val_index": Field(str, default=None, doc=".npy of validation sample indices (the rest is test)"),
         "seed": Field(int, default=0, doc="seed of the validation split"),
+        "fit_source": Field(str, default=None,
+                            doc="another .npz or store entry whose outputs fit the thresholds "
+                                "(e.g. training images, as DVT and Dynamic Perceiver do); the "
+                                "whole source is then the test set"),
+        "tune_on_test": Field(bool, default=False,
+                              doc="fit and evaluate on the whole source with no held-out split "
+                                  "(CF-ViT's protocol); results are marked as tuned on the test set"),
     }
 )
 
@@ -135,6 +187,9 @@ SUITE = Table(
                                     "rank's own GPU)"),
                     "autocast": Field(str, default=None, check=one_of(["bf16", "fp16"]),
                                       doc="mixed precision of extraction (part of the entries' identity)"),
+                    "features": Field(bool, default=False,
+                                      doc="also store each exit's pre-logit features (needed by "
+                                      "the laplace calibration; part of the entries' identity)"),
                 }
             ),
         ),
@@ -205,6 +260,10 @@ SUITE = Table(
                     "seed": Field(int, default=0),
                     "budgets": Field(list, default=None, items=float, check=_budgets,
                                      doc="costs for tables, MACs"),
+                    "fit_split": Field(str, default="val", check=one_of(["val", "train", "test"]),
+                                       doc="models: the split whose outputs fit the thresholds: "
+                                           "val, train (DVT's and Dynamic Perceiver's protocol) "
+                                           "or test (tuned on the test set, marked so)"),
                 }
             ),
         ),
@@ -234,7 +293,7 @@ def policy_label(p: dict[str, Any]) -> str:
     """The name a policy goes by in results: ``score[+calibration]/solver`` or the baseline."""
     if p.get("label"):
         return p["label"]
-    if p["solver"] in BASELINES:
+    if p["solver"] in BASELINES or p["solver"] == "eenet":  # eenet learns its own score
         return p["solver"]
     score = p["score"] + (f"+{p['calibration']}" if p.get("calibration") else "")
     return f"{score}/{p['solver']}"
@@ -296,6 +355,19 @@ def _check_names(suite: dict[str, Any], where: str, need_policies: bool = True) 
         if lg["label"] in labels:
             raise SuiteError(f"{where}: logits[{i}]: label {lg['label']!r} is used twice")
         labels.add(lg["label"])
+        given = [k for k in ("fit_source", "val_index") if lg[k]] + (
+            ["tune_on_test"] if lg["tune_on_test"] else [])
+        if len(given) > 1:
+            raise SuiteError(f"{where}: logits[{i}]: give at most one of fit_source, val_index, "
+                             f"tune_on_test (got {', '.join(given)})")
+    units = {results_cost_unit(lg["cost_unit"]) for lg in suite["logits"]}
+    if suite["models"]:
+        units.add("MACs")
+    if len(units) > 1:
+        raise SuiteError(
+            f"{where}: costs in different units in one suite ({', '.join(sorted(units))}); a "
+            "results folder holds one unit: split the suite, or give every source in one unit"
+        )
     for i, m in enumerate(suite["models"]):
         if not is_model(m["name"]):
             hint = close_matches(m["name"])
@@ -316,7 +388,8 @@ def _check_names(suite: dict[str, Any], where: str, need_policies: bool = True) 
         if plabels.count(plabels[i]) > 1:
             raise SuiteError(f"{where}: policies[{i}]: label {plabels[i]!r} is used twice; set label = ...")
         if p["solver"] == "random":
-            learned = [lab for lab, q in zip(plabels, suite["policies"]) if q["solver"] in SOLVERS]
+            learned = [lab for lab, q in zip(plabels, suite["policies"])
+                       if q["solver"] not in BASELINES]
             if p["like"] is None and learned:
                 p["like"] = learned[0]
             if p["like"] not in learned:
@@ -340,8 +413,15 @@ def _expand_paths(suite: dict[str, Any]) -> None:
     for m in suite["models"]:
         if m["checkpoint"]:
             m["checkpoint"] = os.path.expandvars(m["checkpoint"])
-    for lg in suite["logits"]:
-        lg["source"] = os.path.expandvars(lg["source"])
+    for i, lg in enumerate(suite["logits"]):
+        for key in ("source", "fit_source"):
+            if lg[key]:
+                lg[key] = os.path.expandvars(lg[key])
+                if "$" in lg[key]:
+                    raise SuiteError(
+                        f"logits[{i}].{key}: {lg[key]!r} names an environment variable that is "
+                        "not set; set it to an .npz file or a store entry (store:NAME)"
+                    )
 
 
 def _check_published(suite: dict[str, Any], where: str) -> None:
@@ -372,6 +452,12 @@ def published_rows(suite: dict[str, Any]) -> Any:
     )
 
 
+def suite_cost_unit(suite: dict[str, Any]) -> str:
+    """The one unit of every cost in a suite's results (the validator refuses mixtures)."""
+    units = [results_cost_unit(lg["cost_unit"]) for lg in suite["logits"]]
+    return units[0] if units and not suite["models"] else "MACs"
+
+
 def suite_dataset(suite: dict[str, Any]) -> str | None:
     """The data set a suite's models run on (None for a suite of logits or papers only)."""
     return suite["data"]["dataset"] if suite.get("data") else None
@@ -397,9 +483,10 @@ class ExtractedModel:
 
 
 def extract_models(suite: dict[str, Any], path: str | Path, store: Any, *, progress: bool = True,
-                   world: Any = None) -> list[ExtractedModel]:
+                   world: Any = None, features: bool | None = None) -> list[ExtractedModel]:
     """Train or reuse every model's weights, count its costs and fill the store with its
     validation and test logits (entries already there are reused, never recomputed).
+    ``features`` (default: the suite's ``[suite] features``) stores pre-logit features too.
 
     Under torchrun, rank 0 trains (the others wait, then load the weights it saved), every
     rank extracts its share of the chunks, and rank 0 commits the entries.
@@ -422,6 +509,8 @@ def extract_models(suite: dict[str, Any], path: str | Path, store: Any, *, progr
         if split not in views:
             raise SuiteError(f"{path}: the data rule gives splits {list(views)}; val and test are needed")
     trained = [m for m in suite["models"] if m["train"]]
+    if suite["evaluate"]["fit_split"] == "train" and "train" not in views:
+        raise SuiteError(f"{path}: evaluate.fit_split = \"train\" needs a train split in [data]")
     if trained and "train" not in views:
         raise SuiteError(f"{path}: models {[model_label(m) for m in trained]} need a train split")
     device = device_for(suite["suite"]["device"], world)
@@ -446,12 +535,14 @@ def extract_models(suite: dict[str, Any], path: str | Path, store: Any, *, progr
             ) from None
         weights_sha = state_dict_sha256(model)
         sets = {}
-        for split in ("val", "test"):
+        fit_split = suite["evaluate"]["fit_split"]
+        for split in ("val", "test", *(["train"] if fit_split == "train" else [])):
             key = extract_view_logits(
                 model, m["name"], views[split], split, store, costs=costs, weights_sha256=weights_sha,
                 batch_size=d["batch_size"], device=device, progress=progress,
                 autocast=suite["suite"]["autocast"], num_workers=d["workers"], world=world,
                 chunk_size=d["chunk_size"],
+                features=suite["suite"]["features"] if features is None else features,
             )
             sets[split] = store.get(key)
         prov = {**weights, "model": m["name"], "weights_sha256": weights_sha,
@@ -548,9 +639,7 @@ def _policies_for(suite: dict[str, Any]) -> list[tuple[str, Any]]:
     out = []
     for p in suite["policies"]:
         label = policy_label(p)
-        opts: dict[str, Any] = {}
-        if p["solver"] == "ga":
-            opts = {k: p[k] for k in ("generations", "population") if p[k] is not None}
+        opts = {k: p[k] for k in POLICY_OPTIONS.get(p["solver"], ()) if p[k] is not None}
         if p["solver"] == "random":
             base = by_label[p["like"]]
             policy = make_policy(
@@ -575,12 +664,15 @@ def run_suite(
     reports_root: str | Path = "reports",
     progress: bool = True,
     command: str | None = None,
+    features: bool | None = None,
 ) -> SuiteOutput:
     """Walk the whole flow for one suite file and write ``results/<suite>/`` and
-    ``reports/<suite>/``. Returns where they are."""
+    ``reports/<suite>/``. Returns where they are. ``features`` overrides the suite's
+    ``[suite] features`` (store each exit's pre-logit features)."""
     import pandas as pd
 
     from eebench.evaluate import anytime_table, budgeted_curve, summarize
+    from eebench.evaluate.sweep import FIT_ON
     from eebench.report import build_report, reliability_table
     from eebench.store import LogitStore, default_store_root
     from eebench.store.logitstore import file_sha256
@@ -598,8 +690,9 @@ def run_suite(
     speed_rows: list[Any] = []
     provenance: dict[str, Any] = {}
 
-    def evaluate(label: str, val: Any, test: Any) -> dict[str, Any]:
-        """Anytime, reliability, every policy's curve and the summaries of one model."""
+    def evaluate(label: str, val: Any, test: Any, fit_on: str) -> dict[str, Any]:
+        """Anytime, reliability, every policy's curve and the summaries of one model;
+        ``fit_on`` says in the curves which outputs fit the thresholds."""
         anytime = anytime_table(test, ece_bins=suite["evaluate"]["ece_bins"])
         anytime.insert(0, "model", label)
         anytime_rows.append(anytime)
@@ -619,20 +712,25 @@ def run_suite(
             test=test, points=fitted, at_costs=suite["evaluate"]["budgets"],
         )
         curve.insert(0, "model", label)
+        curve["fit_on"] = fit_on
         summary.insert(0, "model", label)
         curve_rows.append(curve)
         summary_rows.append(summary)
         return fitted
 
     world = current_world()
-    for em in extract_models(suite, path, store, progress=progress, world=world):
+    for em in extract_models(suite, path, store, progress=progress, world=world,
+                             features=features):
         cf = em.costs.to_frame()
         cf.insert(0, "model", em.label)
+        cf["cost"], cf["cost_unit"] = cf["gmacs"] * 1e9, "MACs"
         cost_rows.append(cf)
         provenance[em.label] = em.provenance
         if not world.is_main:
             continue  # the other ranks helped extract; rank 0 evaluates and reports
-        fitted = evaluate(em.label, em.sets["val"], em.sets["test"])
+        fit_split = suite["evaluate"]["fit_split"]
+        em.provenance["fit_on"] = FIT_ON[fit_split]
+        fitted = evaluate(em.label, em.sets[fit_split], em.sets["test"], FIT_ON[fit_split])
         if suite["speed"] is not None:
             speed_rows.append(_measure_speed(suite, em.label, em.model, em.test_view,
                                              em.costs.macs, fitted))
@@ -641,14 +739,18 @@ def run_suite(
 
     for lg in suite["logits"]:
         ls, val, test = load_suite_logits(lg, store_root=store.root)
+        in_macs = results_cost_unit(lg["cost_unit"]) == "MACs"
         cost_rows.append(pd.DataFrame({
             "model": lg["label"], "exit": range(ls.num_exits), "exit_name": list(ls.exit_names),
-            "gmacs": ls.costs / 1e9,
+            "gmacs": ls.costs / 1e9 if in_macs else float("nan"),
+            "cost": ls.costs, "cost_unit": results_cost_unit(lg["cost_unit"]),
         }))
+        fit_on = (FIT_ON["test"] if lg["tune_on_test"] else
+                  f"another source: {lg['fit_source']}" if lg["fit_source"] else FIT_ON["val"])
         provenance[lg["label"]] = {"logits": lg["source"], "val_samples": val.num_samples,
                                    "test_samples": test.num_samples, "seed": lg["seed"],
-                                   "costs_given_in": lg["cost_unit"]}
-        evaluate(lg["label"], val, test)
+                                   "costs_given_in": lg["cost_unit"], "fit_on": fit_on}
+        evaluate(lg["label"], val, test, fit_on)
 
     from eebench.report.frames import (
         ANYTIME_COLUMNS,
@@ -688,14 +790,16 @@ def _measure_speed(suite: dict[str, Any], label: str, model: Any, view: Any, cos
     test images (with the model's evaluation transform)."""
     import torch
 
-    from eebench.costs.speed import speed_of_policy
+    from eebench.costs.speed import speed_of_policy, timing_problem
 
     s = suite["speed"]
-    threshold_policies = [lab for lab, p in fitted.items() if getattr(p, "solutions_", None)]
-    name = s["policy"] or (threshold_policies[0] if threshold_policies else None)
-    if name not in threshold_policies:
-        raise SuiteError(f"speed.policy must name a threshold policy of the suite "
-                         f"({', '.join(threshold_policies) or 'none'}), got {name!r}")
+    timeable = [lab for lab, p in fitted.items() if timing_problem(p) is None]
+    name = s["policy"] or (timeable[0] if timeable else None)
+    if name in fitted and name not in timeable:
+        raise SuiteError(f"speed.policy: {timing_problem(fitted[name])}")
+    if name not in timeable:
+        raise SuiteError(f"speed.policy must name a threshold policy of the suite that real exits "
+                         f"can run ({', '.join(timeable) or 'none'}), got {name!r}")
     view = view.with_eval_transform(model.config)
     n = min(s["samples"], len(view))
     x = torch.stack([view[i][0] for i in range(n)])
@@ -719,7 +823,7 @@ def _write_meta(out_dir: Path, suite: dict[str, Any], path: str | Path, command:
         "suite": name,
         "dataset": suite_dataset(suite),
         "title": suite["report"]["title"] or suite["suite"]["description"] or name,
-        "cost_unit": "MACs",
+        "cost_unit": suite_cost_unit(suite),
         "cost_convention": suite["costs"]["convention"] or "each model's paper convention",
         "published": suite["report"]["published"],
         "command": command or " ".join(shlex.quote(a) for a in ["eebench", "run", str(path)]),
@@ -751,10 +855,12 @@ def extract_view_logits(
     num_workers: int = 0,
     world: Any = None,
     chunk_size: int = 1024,
+    features: bool = False,
 ) -> str:
     """Cache ``model``'s logits on one split view (with the model's eval transform) under
     the identity every caller shares, so a suite run and an accuracy check find each
-    other's entries; returns the store key. ``costs`` is the model's ExitCosts, if counted."""
+    other's entries; returns the store key. ``costs`` is the model's ExitCosts, if counted;
+    ``features`` stores each exit's pre-logit features too (a separate entry)."""
     from eebench.store import extraction_identity
     from eebench.store.extract import extract_logits
     from eebench.zoo.checkpoint import state_dict_sha256
@@ -787,14 +893,17 @@ def extract_view_logits(
         num_workers=num_workers,
         world=world,
         chunk_size=chunk_size,
+        features=features,
     )
 
 
 def load_suite_logits(lg: dict[str, Any], store_root: str | Path | None = None) -> tuple[Any, Any, Any]:
-    """A [[logits]] table's LogitSet (costs converted to MACs) and its (validation, test) split."""
+    """A [[logits]] table's LogitSet (costs converted to MACs, or in their own unit) and the
+    (fitting, test) pair: a split of it, another source that fits (``fit_source``, the whole
+    source tests), or the whole source for both (``tune_on_test``)."""
     from eebench.evaluate.sweep import load_source, split_logitset
 
-    factor = COST_UNITS[lg["cost_unit"]]
+    factor = COST_UNITS.get(lg["cost_unit"], 1.0)
     costs = [c * factor for c in lg["costs"]] if lg["costs"] is not None else None
     ls = load_source(lg["source"], costs, store_root)
     if costs is None:
@@ -804,6 +913,21 @@ def load_suite_logits(lg: dict[str, Any], store_root: str | Path | None = None) 
             )
         if factor != 1.0:
             ls = load_source(ls, [c * factor for c in ls.costs])
+    if lg["tune_on_test"]:
+        return ls, ls, ls
+    if lg["fit_source"]:
+        try:
+            fit = load_source(lg["fit_source"], list(ls.costs), store_root)
+        except DataError as exc:
+            raise SuiteError(f"logits {lg['label']!r}: fit_source {lg['fit_source']}: {exc}; "
+                             "it must hold outputs of the same model") from None
+        if fit.logits.shape[1:] != ls.logits.shape[1:]:
+            raise SuiteError(
+                f"logits {lg['label']!r}: fit_source {lg['fit_source']} has {fit.num_exits} exits "
+                f"x {fit.num_classes} classes but the source has {ls.num_exits} x "
+                f"{ls.num_classes}; both must be outputs of the same model"
+            )
+        return ls, fit, ls
     if lg["val_index"]:
         val, test = split_logitset(ls, val_index=lg["val_index"])
     else:

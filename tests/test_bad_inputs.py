@@ -503,4 +503,4 @@ def test_a_suite_report_says_which_budgets_were_not_reached(capsys, tmp_path, go
     ga = curves[curves["policy"] == "confidence/ga"]
     assert len(ga) < 4 and ga["note"].str.contains("not reached").any()
     index = (tmp_path / "reports" / "budgets" / "index.md").read_text()
-    assert "What the solvers could not do" in index and "not reached" in index
+    assert "Notes on operating points" in index and "not reached" in index

@@ -11,6 +11,7 @@ import pytest
 from shared_data import SHARED_DATA
 
 from eebench.data.splits import SplitError
+from eebench.errors import DataError
 from eebench.evaluate import (
     accuracy_at,
     anytime_table,
@@ -272,3 +273,55 @@ def test_run_sweep_from_npz_and_logitset(tmp_path: Path) -> None:
     assert len(default_split) == 39
     with pytest.raises(FileNotFoundError):
         run_sweep(tmp_path / "missing.npz", costs=[1, 2, 3])
+
+
+# ---------------------------------------------------------------- one read of the logits
+
+
+def _memmap_set(tmp_path: Path, n: int = 3000, k: int = 3, c: int = 7) -> LogitSet:
+    rng = np.random.default_rng(11)
+    path = tmp_path / "logits.npy"
+    np.save(path, rng.normal(0, 2, size=(n, k, c)).astype(np.float16))
+    return LogitSet(np.load(path, mmap_mode="r"), rng.integers(0, c, n), np.arange(1, k + 1.0))
+
+
+def test_streamed_split_equals_subset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import eebench.evaluate.sweep as sweep_mod
+
+    ls = _memmap_set(tmp_path)
+    monkeypatch.setattr(sweep_mod, "_SPLIT_BLOCK_BYTES", 1000)  # many blocks, pages released
+    for kw in ({"val_fraction": 0.3, "seed": 2}, {"val_index": [2999, 5, 0, 17]}):
+        idx, _ = sweep_mod.split_indices(ls.num_samples, **kw)
+        val, test = split_logitset(ls, **kw)
+        ref = ls.subset(idx)
+        assert val.logits.dtype == np.float16 and type(val.logits) is np.ndarray
+        np.testing.assert_array_equal(val.logits, ref.logits)
+        np.testing.assert_array_equal(val.ids, ref.ids)
+        np.testing.assert_array_equal(val.labels, ref.labels)
+        rest = np.setdiff1d(np.arange(ls.num_samples), idx)
+        np.testing.assert_array_equal(test.logits, np.asarray(ls.logits)[rest])
+    # the source still reads the same after its pages were handed back
+    np.testing.assert_array_equal(np.asarray(ls.logits[:5]), np.load(tmp_path / "logits.npy")[:5])
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_run_sweep_checks_values_while_splitting(tmp_path: Path, value: float) -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(400, 3, 5)).astype(np.float16)
+    z[321, 2, 4] = value
+    np.save(tmp_path / "bad.npy", z)
+    ls = LogitSet(np.load(tmp_path / "bad.npy", mmap_mode="r"), rng.integers(0, 5, 400), [1.0, 2, 3])
+    with pytest.raises(DataError, match="sample 321, exit 2, class 4"):
+        run_sweep(ls)
+
+
+def test_run_sweep_scores_each_split_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eebench.policies import scores as S
+
+    ls = _memmap_set(tmp_path, n=2000)
+    calls: list[int] = []
+    real = S._compute
+    monkeypatch.setattr(S, "_compute", lambda *a: calls.append(a[0].num_samples) or real(*a))
+    monkeypatch.setattr(S, "_compute_predictions", lambda *a: pytest.fail("extra prediction pass"))
+    curve = run_sweep(ls, val_fraction=0.5, seed=1, grid="msdnet")
+    assert sorted(calls) == [1000, 1000] and len(curve) == 39

@@ -172,6 +172,33 @@ def rule_from_results(results_dir: str | os.PathLike[str], policy: str, point: f
     return ExitRule(np.asarray(thresholds, dtype=np.float64), score, temps), desc
 
 
+TIMED_SCORES = ("confidence", "entropy", "margin")
+"""Scores a real-exit run computes from one exit's logits (the others need earlier exits)."""
+
+
+def timing_problem(policy: Any) -> str | None:
+    """Why a fitted policy cannot be timed with real exits, or None when it can.
+
+    The runner decides at each exit from that exit's logits alone (with per-exit
+    temperatures): ensembles, patience and Laplace need earlier exits' outputs or features
+    at run time, which a timing would have to reproduce to be honest, so it refuses them
+    instead of timing a different rule.
+    """
+    name = getattr(policy, "name", policy)
+    if not getattr(policy, "solutions_", None) or not hasattr(policy, "score"):
+        return (f"policy {name!r} has no fitted thresholds; speed needs a threshold policy "
+                "(not oracle, random or eenet)")
+    if policy.score not in TIMED_SCORES:
+        return (f"policy {name!r} thresholds the {policy.score!r} score, which combines several "
+                f"exits; real-exit timing supports {', '.join(TIMED_SCORES)}")
+    cal = getattr(policy, "calibration_", None)
+    if cal is not None and getattr(cal, "name", None) != "temperature":
+        return (f"policy {name!r} uses the {getattr(cal, 'name', cal)!r} calibration, which needs "
+                "earlier exits' outputs or features at run time; real-exit timing supports no "
+                "calibration or temperature")
+    return None
+
+
 def _policy_score(res: Any, policy: str, row: Any) -> tuple[str, np.ndarray | None]:
     """The score and fitted temperatures behind a policy label of a results folder."""
     from eebench.policies.scores import list_scores
@@ -191,10 +218,17 @@ def _policy_score(res: Any, policy: str, row: Any) -> tuple[str, np.ndarray | No
         if head not in list_scores():
             raise DataError(f"cannot tell which score policy {policy!r} thresholds")
         score = head
+    if score not in TIMED_SCORES:
+        raise DataError(f"policy {policy!r} thresholds the {score!r} score, which combines "
+                        f"several exits; real-exit timing supports {', '.join(TIMED_SCORES)}")
     temps = None
     cal = row.get("calibration") if hasattr(row, "get") else None
     if isinstance(cal, str) and cal.strip():
         info = json.loads(cal)
+        if info.get("name", "temperature") != "temperature":
+            raise DataError(f"policy {policy!r} uses the {info.get('name')!r} calibration, which "
+                            "needs earlier exits' outputs or features at run time; real-exit "
+                            "timing supports no calibration or temperature")
         if info.get("temperatures"):
             temps = np.asarray(info["temperatures"], dtype=np.float64)
     return score, temps
@@ -553,10 +587,10 @@ def speed_of_policy(
     ``SpeedReport.to_frame`` plus ``param`` (the solver's parameter of the point)."""
     import pandas as pd
 
-    sols = list(getattr(policy, "solutions_", []) or [])
-    if not sols or not hasattr(policy, "score"):
-        raise DataError(f"policy {getattr(policy, 'name', policy)!r} has no fitted thresholds; "
-                        "speed needs a threshold policy (not oracle or random)")
+    problem = timing_problem(policy)
+    if problem:
+        raise DataError(problem)
+    sols = list(policy.solutions_)
     if points < 1:
         raise DataError(f"points must be >= 1, got {points}")
     cal = getattr(policy, "calibration_", None)

@@ -3,19 +3,22 @@
 Validation accuracy and cost are reported beside the test numbers so that a
 reader can see the generalisation gap of the thresholds, and the exit
 fractions so that a reader can see *how* a policy spends its budget.
-Accuracy is hits / N (a fraction); cost is the mean cumulative cost of the
-exit taken, accumulated as in the reference code (see eebench.policies.solvers).
+Accuracy is hits / N (a fraction) of the policy's own predictions (a policy whose
+calibration changes predictions, such as model-internal ensembling, is scored on
+what it would output); cost is the mean cumulative cost of the exit taken,
+accumulated as in the reference code (see eebench.policies.solvers).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from eebench.policies.policy import BasePolicy, OperatingPoint, check_logitset
-from eebench.policies.scores import exit_correct
+from eebench.policies.scores import correctness
 from eebench.policies.solvers import evaluate_exits
 
 if TYPE_CHECKING:
@@ -27,6 +30,13 @@ if TYPE_CHECKING:
 def thresholds_json(thresholds: np.ndarray) -> str:
     """Thresholds as a JSON list; non-finite values (NaN: no threshold) become null."""
     return json.dumps([float(t) if np.isfinite(t) else None for t in thresholds])
+
+
+def policy_correct(policy: Any, ls: LogitSet) -> np.ndarray:
+    """(N, K) bool correctness of ``policy``'s predictions on ``ls`` (its ``correct``
+    method; every exit's raw arg-max for objects without one)."""
+    fn = getattr(policy, "correct", None)
+    return fn(ls) if callable(fn) else correctness(ls)
 
 
 def curve_rows(
@@ -44,11 +54,32 @@ def curve_rows(
         raise ValueError(
             f"{len(val_points)} validation points but {len(test_points)} test points"
         )
+    return _rows(name, _val_stats(val_points, val_correct, val_costs), test_points,
+                 test_correct, test_costs, extra)
+
+
+def _val_stats(
+    points: Iterable[OperatingPoint], correct: np.ndarray, costs: np.ndarray
+) -> list[tuple[float, float]]:
+    """(accuracy, cost) of every validation point."""
+    return [evaluate_exits(p.exits, correct, costs)[:2] for p in points]
+
+
+def _rows(
+    name: str,
+    val_stats: list[tuple[float, float]],
+    test_points: Iterable[OperatingPoint],
+    test_correct: np.ndarray,
+    test_costs: np.ndarray,
+    extra: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
     k = test_correct.shape[1]
     n_test = test_correct.shape[0]
-    rows = []
-    for vp, tp in zip(val_points, test_points):
-        va, vc, _ = evaluate_exits(vp.exits, val_correct, val_costs)
+    rows: list[dict[str, Any]] = []
+    for i, tp in enumerate(test_points):
+        if i >= len(val_stats):
+            raise ValueError(f"{len(val_stats)} validation points but more test points")
+        va, vc = val_stats[i]
         ta, tc, counts = evaluate_exits(tp.exits, test_correct, test_costs)
         row: dict[str, Any] = {
             "policy": name,
@@ -63,8 +94,15 @@ def curve_rows(
             row[f"frac_{j}"] = counts[j] / n_test
         row["thresholds"] = thresholds_json(tp.thresholds)
         row["note"] = tp.note
+        if tp.param_name == "epsilon":  # risk control: the bound beside what test shows
+            drop = float(test_correct[:, -1].mean()) - ta if n_test else float("nan")
+            row["note"] = "; ".join(filter(None, [tp.note, (
+                f"accuracy drop vs the last exit guaranteed <= {tp.param:g} on the fitting "
+                f"distribution, realised on test {drop:+.4f}")]))
         row.update(extra or {})
         rows.append(row)
+    if len(rows) != len(val_stats):
+        raise ValueError(f"{len(val_stats)} validation points but {len(rows)} test points")
     return rows
 
 
@@ -92,13 +130,15 @@ def budgeted_curve(
     if fit:
         policy.fit(val)
     cal = policy.describe().get("calibration")
-    rows = curve_rows(
+    # points are reduced to numbers as they come (one per-sample exit array at a time for
+    # policies that make them lazily, never a validation and a test list at once)
+    points = getattr(policy, "iter_apply", policy.apply)
+    val_stats = _val_stats(points(val), policy_correct(policy, val), val.costs)
+    rows = _rows(
         policy.name,
-        policy.apply(val),
-        policy.apply(test),
-        exit_correct(val),
-        exit_correct(test),
-        val.costs,
+        val_stats,
+        points(test),
+        policy_correct(policy, test),
         test.costs,
         {"calibration": json.dumps(cal) if cal else ""},
     )

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eebench.policies.policy import BasePolicy, OperatingPoint, check_logitset
-from eebench.policies.scores import exit_correct
+from eebench.policies.scores import correctness
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,7 +114,8 @@ def summarize(
       the test set, else the last exit of ``test``.
     - bootstrap: needs ``test`` and ``points``, mapping policy names (as in
       ``curve.policy``) to their test operating points in curve-row order, or
-      to the fitted policy (then applied to ``test``). Seeded by ``seed``.
+      to the fitted policy (then applied to ``test`` and scored on its own predictions,
+      which differ from the raw exits' for calibrations such as MIE). Seeded by ``seed``.
     """
     import pandas as pd
 
@@ -149,7 +150,7 @@ def summarize(
     correct = None
     if test is not None:
         check_logitset(test, "test")
-        correct = exit_correct(test)
+        correct = correctness(test)
     if anytime is not None and len(anytime):
         last_acc, last_cost = float(anytime.iloc[-1]["top1"]), float(anytime.iloc[-1]["cost"])
     elif correct is not None:
@@ -172,9 +173,11 @@ def summarize(
         for p, pts in points.items():
             if p not in acc:
                 raise ValueError(f"points given for {p!r}, which is not in the curve ({names})")
+            corr = correct
             if isinstance(pts, BasePolicy):
+                corr = pts.correct(test)  # the policy's own predictions (e.g. an ensemble's)
                 pts = pts.apply(test)
-            h, c = _point_matrices(pts, correct, test.costs)
+            h, c = _point_matrices(pts, corr, test.costs)
             if h.shape[1] != acc[p].size or not np.allclose(h.mean(axis=0), acc[p], rtol=0, atol=1e-9):
                 raise ValueError(
                     f"the points given for {p!r} do not reproduce its curve rows on this test set "

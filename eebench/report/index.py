@@ -133,6 +133,15 @@ def load_results(results_dir: str | Path) -> Results:
 
     def read(name: str, columns: Sequence[str]) -> pd.DataFrame:
         path = folder / name
+        with open(path, "rb") as f:  # every row the run wrote ends with a newline
+            f.seek(0, 2)
+            if f.tell():
+                f.seek(-1, 2)
+                if f.read(1) != b"\n":
+                    raise ResultsError(
+                        f"{path} ends in the middle of a row: the file is truncated or damaged; "
+                        "re-create it with `eebench run SUITE`"
+                    )
         try:
             df = pd.read_csv(path)
         except pd.errors.EmptyDataError:
@@ -281,7 +290,7 @@ def build_report(
             "budgeted",
             "Budgeted-batch accuracy",
             "Test top-1 accuracy against mean test cost per image for each exit policy "
-            "(thresholds fit on the validation split); one panel per model. Oracle: black star; "
+            f"(thresholds fit on {_fit_text(res.curves)}); one panel per model. Oracle: black star; "
             "random exits: grey dashed; static exits: squares in the model's colour.",
         )
         try:
@@ -364,6 +373,23 @@ def build_report(
     return index
 
 
+def _fit_sets(curves: pd.DataFrame) -> dict[str, str]:
+    """model -> what fit its thresholds (the curves' ``fit_on`` column; results written
+    before it existed were fit on the validation split)."""
+    if "fit_on" not in curves.columns:
+        return {}
+    return {str(m): str(f) for m, f in zip(curves["model"], curves["fit_on"]) if isinstance(f, str)}
+
+
+def _fit_text(curves: pd.DataFrame) -> str:
+    kinds = set(_fit_sets(curves).values())
+    if not kinds or kinds == {"validation split"}:
+        return "the validation split"
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    return "; ".join(f"{m}: {f}" for m, f in _fit_sets(curves).items())
+
+
 def _solver_notes(curves: pd.DataFrame) -> list[str]:
     """One line per operating point a solver flagged (e.g. a budget it could not use)."""
     if "note" not in curves.columns:
@@ -406,6 +432,14 @@ def _index_text(
         cost_note,
         "",
     ]
+    on_test = [m for m, f in _fit_sets(res.curves).items() if f.startswith("test set")]
+    if on_test:
+        lines += [
+            f"**Tuned on the test set:** the thresholds of {', '.join(on_test)} were fit on the "
+            "same samples they are evaluated on (no held-out split, as in CF-ViT's protocol); "
+            "their curves are optimistic and not comparable with held-out results.",
+            "",
+        ]
     versions = meta.get("versions")
     if isinstance(versions, dict) and versions:
         lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", ""]
@@ -435,7 +469,7 @@ def _index_text(
         ]
     notes = _solver_notes(res.curves)
     if notes:
-        lines += ["## What the solvers could not do", ""]
+        lines += ["## Notes on operating points", ""]
         lines += [f"- {n}" for n in notes]
         lines.append("")
     if skipped:

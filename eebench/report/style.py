@@ -89,8 +89,8 @@ class CostScale:
 def cost_scale(unit: str, costs: Iterable[float]) -> CostScale:
     """The display scale for costs in ``unit``.
 
-    MACs become GMACs, or MMACs when every (finite) cost is below 0.1 G; any
-    other unit is shown as given.
+    MACs become GMACs, or MMACs when every (finite) cost is below 0.1 G, and stay MACs
+    below 0.1 M (costs given as relative units); any other unit is shown as given.
     """
     if not isinstance(unit, str) or not unit.strip():
         raise ValueError(f"cost_unit must be a non-empty string such as 'MACs', got {unit!r}")
@@ -98,7 +98,10 @@ def cost_scale(unit: str, costs: Iterable[float]) -> CostScale:
         return CostScale(unit=unit, factor=1.0, label=unit.strip())
     arr = np.asarray(list(costs), dtype=np.float64)
     arr = arr[np.isfinite(arr)]
-    if arr.size and float(np.max(np.abs(arr))) < 0.1e9:
+    top = float(np.max(np.abs(arr))) if arr.size else np.inf
+    if top < 0.1e6:  # costs given in small units (exit indices, relative costs)
+        return CostScale(unit=unit, factor=1.0, label="MACs")
+    if top < 0.1e9:
         return CostScale(unit=unit, factor=1e6, label="MMACs")
     return CostScale(unit=unit, factor=1e9, label="GMACs")
 
