@@ -266,6 +266,7 @@ def test_run_sweep_from_npz_and_logitset(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(from_file, from_set)
     val, test = split_logitset(ls2, val_fraction=0.5, seed=3)
     direct = budgeted_curve(make_policy(grid=[0.5, 1, 2]), val, test)
+    assert (from_set.pop("fit_on") == "validation split").all()
     pd.testing.assert_frame_equal(from_set, direct)
     ga = run_sweep(ls2, solver="ga", budgets=[2.0, 3.0], population=8, generations=2)
     assert (ga.val_cost <= ga.param).all() and ga.param.tolist() == [2.0, 3.0]

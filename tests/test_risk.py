@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from policy_testing import synthetic_exits
 from scipy.stats import binom
 from shared_data import SHARED_DATA
 
@@ -40,13 +41,7 @@ def _cifar() -> LogitSet:
 
 
 def _synthetic(n: int = 2000, k: int = 4, c: int = 10, seed: int = 0) -> LogitSet:
-    """Exits that get better with depth, each sample with its own difficulty."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, c, n)
-    z = rng.normal(0, 1, size=(n, k, c))
-    strength = (3.0 - 1.5 * 0.4 ** np.arange(k))[None, :] * rng.random((n, 1)) * 2
-    z[np.arange(n), :, labels] += strength
-    return LogitSet(z.astype(np.float32), labels, np.linspace(1.0, 4.0, k))
+    return synthetic_exits(n, k, c, seed)
 
 
 def _brute_counts(scores: np.ndarray, correct: np.ndarray, grid: np.ndarray) -> np.ndarray:

@@ -190,20 +190,7 @@ def subsets(ls: LogitSet, parts: Sequence[np.ndarray], *, check: bool = False) -
                 out[at] = block[rows]
         release(block)
         del block
-    return [_with_logits(ls, p, out) for p, out in zip(parts, outs)]
-
-
-def _with_logits(ls: LogitSet, idx: np.ndarray, logits: np.ndarray) -> LogitSet:
-    """``ls.subset(idx)`` whose logits were gathered already."""
-    return type(ls)(
-        logits=logits,
-        labels=ls.labels[idx],
-        costs=ls.costs.copy(),
-        exit_names=list(ls.exit_names),
-        ids=ls.ids[idx],
-        kind=ls.kind,
-        manifest=dict(ls.manifest),
-    )
+    return [ls.subset(p, logits=out) for p, out in zip(parts, outs)]
 
 
 def load_source(

@@ -79,11 +79,12 @@ class LogitSet:
     def num_classes(self) -> int:
         return int(self.logits.shape[2])
 
-    def subset(self, indices: np.ndarray) -> LogitSet:
-        """The samples at ``indices`` (positions, not ids), loaded into memory."""
+    def subset(self, indices: np.ndarray, *, logits: np.ndarray | None = None) -> LogitSet:
+        """The samples at ``indices`` (positions, not ids), loaded into memory; ``logits``:
+        their rows, when the caller gathered them already."""
         idx = np.asarray(indices, dtype=np.int64)
         return LogitSet(
-            logits=np.asarray(self.logits[idx]),
+            logits=np.asarray(self.logits[idx]) if logits is None else logits,
             labels=self.labels[idx],
             costs=self.costs.copy(),
             exit_names=list(self.exit_names),
