@@ -3,7 +3,9 @@ and the runner that walks the whole flow of DESIGN.md over it.
 
 The file is validated completely before anything runs. The runner is
 idempotent: trained weights and extracted logits are found again by identity,
-so a second run only re-fits policies and redraws the report.
+so a second run only re-fits policies and redraws the report. A suite built in
+code (``eebench compare``) goes through the same validator and runner, so its
+results are those of the equivalent file.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import shlex
 import sys
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,6 +144,10 @@ as given and labelled so in the report."""
 def _cost_unit(value: Any) -> str | None:
     if not value.strip():
         return "must name a unit, e.g. MACs, GMACs, ms or mJ"
+    if value.strip().lower().removesuffix("s") in ("flop", "mflop", "gflop", "tflop"):
+        return (f"is {value!r}: papers write FLOPs for MACs and counters differ by a factor of "
+                "2, so eebench does not guess; give the costs in MACs, MMACs or GMACs (as "
+                "your counter counts multiply-adds)")
     return None
 
 
@@ -289,6 +295,104 @@ SUITE = Table(
 )
 
 
+_SHORT_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array",
+                dict: "table"}
+
+
+def _type_text(f: Field) -> str:
+    types = f.types if isinstance(f.types, tuple) else (f.types,)
+    if f.table is not None:
+        return "array of tables" if list in types else "table"
+    names = [_SHORT_TYPES.get(t, t.__name__) for t in types]
+    if f.items is not None:
+        items = f.items if isinstance(f.items, tuple) else (f.items,)
+        of = " or ".join(_SHORT_TYPES.get(t, t.__name__) + "s" for t in items)
+        names = [f"array of {of}" if n == "array" else n for n in names]
+    return " or ".join(names)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{}" if not value else "{ " + ", ".join(
+            f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return str(value)
+
+
+_NO_VALUE = ("required", "unset", "(table)")
+
+
+def _default_text(f: Field) -> str:
+    if f.required:
+        return "required"
+    value = f.default() if callable(f.default) else f.default
+    if value is None:
+        return "unset"
+    if f.table is not None and isinstance(value, dict):
+        return "(table)"
+    return _toml_value(value)
+
+
+def _choices(check: Callable[[Any], str | None] | None) -> list[str] | None:
+    """The names a key accepts, read from its ``one_of`` or ``_registered`` check, so that the
+    listing and the validator can never disagree."""
+    if check is None or not check.__closure__:
+        return None
+    cells = dict(zip(check.__code__.co_freevars, (c.cell_contents for c in check.__closure__)))
+    if check.__qualname__.startswith("one_of.") and "choices" in cells:
+        return [str(c) for c in cells["choices"]]
+    if check.__qualname__.startswith("_registered.") and "kind" in cells:
+        from eebench.policies import list_calibrations, list_policy_solvers, list_scores
+
+        return {"score": list_scores, "solver": list_policy_solvers,
+                "calibration": list_calibrations}[cells["kind"]]()
+    return None
+
+
+def schema_rows() -> list[dict[str, str]]:
+    """Every key a suite accepts, in file order: ``key`` (``models[].train.epochs`` for a key
+    of an array of tables), ``type``, ``default`` (``required``, ``unset`` or a TOML value)
+    and ``doc`` (with the accepted names where the key takes a name)."""
+    rows: list[dict[str, str]] = []
+
+    def walk(table: Table, prefix: str) -> None:
+        for key, f in table.fields.items():
+            doc = f.doc
+            names = _choices(f.check)
+            if names:
+                doc = (doc + "; " if doc else "") + "one of: " + ", ".join(names)
+            rows.append({"key": prefix + key, "type": _type_text(f), "default": _default_text(f),
+                         "doc": doc})
+            if f.table is not None:
+                walk(f.table, prefix + key + ("[]." if f.types is list else "."))
+
+    walk(SUITE, "")
+    return rows
+
+
+def format_schema(markdown: bool = False) -> str:
+    """The suite keys of ``schema_rows`` as aligned text, or as a Markdown table."""
+    rows = schema_rows()
+    cols = ("key", "type", "default", "doc")
+    if markdown:
+        def cell(column: str, text: str) -> str:
+            code = column == "key" or (column == "default" and text not in _NO_VALUE)
+            return f"`{text}`" if code else text.replace("|", "\\|")
+
+        head = "| key | type | default | description |\n|---|---|---|---|"
+        return "\n".join([head, *("| " + " | ".join(cell(c, r[c]) for c in cols) + " |"
+                                   for r in rows)])
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols[:3]}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols[:3]) + "  doc"]
+    lines += ["  ".join(r[c].ljust(widths[c]) for c in cols[:3]) + "  " + r["doc"] for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def policy_label(p: dict[str, Any]) -> str:
     """The name a policy goes by in results: ``score[+calibration]/solver`` or the baseline."""
     if p.get("label"):
@@ -315,13 +419,23 @@ def load_suite(path: str | Path, *, need_policies: bool = True) -> dict[str, Any
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{path}: not valid TOML: {exc}") from None
-    suite = validate_table(raw, SUITE, str(path), "")
-    suite["suite"]["name"] = suite["suite"]["name"] or path.stem
+    return validate_suite(raw, str(path), name=path.stem, need_policies=need_policies)
+
+
+def validate_suite(raw: Mapping[str, Any], where: str, *, name: str | None = None,
+                   need_policies: bool = True) -> dict[str, Any]:
+    """Fully validate a suite given as data (what a TOML file parses to, or what a command
+    such as ``eebench compare`` builds); returns it with defaults filled in. ``where`` names
+    the suite in every error; ``name`` is the suite name when ``[suite] name`` is not set."""
+    suite = validate_table(raw, SUITE, where, "")
+    suite["suite"]["name"] = suite["suite"]["name"] or name
+    if not suite["suite"]["name"]:
+        raise SuiteError(f"{where}: missing suite.name (it names the results and report folders)")
     try:  # the name becomes results/<name>/ and reports/<name>/
         check_path_name(suite["suite"]["name"], "suite.name")
     except OutputPathError as exc:
-        raise SuiteError(f"{path}: {exc}") from None
-    _check_names(suite, str(path), need_policies)
+        raise SuiteError(f"{where}: {exc}") from None
+    _check_names(suite, where, need_policies)
     return suite
 
 
@@ -631,33 +745,32 @@ def _prepare_model(m: dict[str, Any], suite: dict[str, Any], views: dict[str, An
     return model.eval(), {"weights": "trained", "path": str(path), "seconds": result.seconds}
 
 
-def _policies_for(suite: dict[str, Any]) -> list[tuple[str, Any]]:
-    """(label, unfitted policy) for every [[policies]] table."""
+def build_policy(p: dict[str, Any], tables: list[dict[str, Any]]) -> Any:
+    """The unfitted policy of one validated [[policies]] table; ``tables`` are all the
+    tables of its suite (a random policy copies the one its ``like`` names)."""
     from eebench.policies import make_policy
 
-    by_label = {policy_label(p): p for p in suite["policies"]}
-    out = []
-    for p in suite["policies"]:
-        label = policy_label(p)
-        opts = {k: p[k] for k in POLICY_OPTIONS.get(p["solver"], ()) if p[k] is not None}
-        if p["solver"] == "random":
-            base = by_label[p["like"]]
-            policy = make_policy(
-                base["score"], "random", grid=base["grid"], budgets=base["budgets"],
-                calibration=base["calibration"], seed=p["seed"], base_solver=base["solver"],
-            )
-        else:
-            grid = p["thresholds"] if p["solver"] == "sweep" and p["thresholds"] else p["grid"]
-            policy = make_policy(
-                p["score"], p["solver"], grid=grid, budgets=p["budgets"],
-                calibration=p["calibration"], seed=p["seed"], **opts,
-            )
-        out.append((label, policy))
-    return out
+    if p["solver"] == "random":
+        base = next(q for q in tables if policy_label(q) == p["like"])
+        return make_policy(
+            base["score"], "random", grid=base["grid"], budgets=base["budgets"],
+            calibration=base["calibration"], seed=p["seed"], base_solver=base["solver"],
+        )
+    opts = {k: p[k] for k in POLICY_OPTIONS.get(p["solver"], ()) if p[k] is not None}
+    grid = p["thresholds"] if p["solver"] == "sweep" and p["thresholds"] else p["grid"]
+    return make_policy(
+        p["score"], p["solver"], grid=grid, budgets=p["budgets"],
+        calibration=p["calibration"], seed=p["seed"], **opts,
+    )
+
+
+def _policies_for(suite: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(label, unfitted policy) for every [[policies]] table."""
+    return [(policy_label(p), build_policy(p, suite["policies"])) for p in suite["policies"]]
 
 
 def run_suite(
-    path: str | Path,
+    suite: str | Path | dict[str, Any],
     *,
     store_root: str | Path | None = None,
     results_root: str | Path = "results",
@@ -665,9 +778,17 @@ def run_suite(
     progress: bool = True,
     command: str | None = None,
     features: bool | None = None,
+    results_dir: str | Path | None = None,
+    reports_dir: str | Path | None = None,
+    suite_file: str | None = None,
 ) -> SuiteOutput:
-    """Walk the whole flow for one suite file and write ``results/<suite>/`` and
-    ``reports/<suite>/``. Returns where they are. ``features`` overrides the suite's
+    """Walk the whole flow for one suite and write ``results/<suite>/`` and
+    ``reports/<suite>/``. Returns where they are.
+
+    ``suite`` is a suite file, or a suite already checked by ``validate_suite`` (what
+    ``eebench compare`` builds); both go through the same runner. ``results_dir`` and
+    ``reports_dir`` replace ``<root>/<suite name>``; ``suite_file`` is what meta.json records
+    as the suite's origin (default: the file). ``features`` overrides the suite's
     ``[suite] features`` (store each exit's pre-logit features)."""
     import pandas as pd
 
@@ -678,13 +799,19 @@ def run_suite(
     from eebench.store.logitstore import file_sha256
 
     t0 = time.time()
-    suite = load_suite(path)
+    if isinstance(suite, Mapping):
+        path = None
+        where = f"suite {suite['suite']['name']}"
+    else:
+        path = suite
+        suite = load_suite(path)
+        where = str(path)
     name = suite["suite"]["name"]
-    prepare_output_dir(results_root, "--results")  # before minutes of work, not after
-    prepare_output_dir(reports_root, "--reports")
+    results_dir = Path(results_dir) if results_dir is not None else Path(results_root) / name
+    reports_dir = Path(reports_dir) if reports_dir is not None else Path(reports_root) / name
+    prepare_output_dir(results_dir.parent, "--results")  # before minutes of work, not after
+    prepare_output_dir(reports_dir.parent, "--reports")
     store = LogitStore(default_store_root(str(store_root) if store_root else None))
-    results_dir = Path(results_root) / name
-    reports_dir = Path(reports_root) / name
 
     anytime_rows, curve_rows, summary_rows, reliability_rows, cost_rows = [], [], [], [], []
     speed_rows: list[Any] = []
@@ -697,13 +824,19 @@ def run_suite(
         anytime.insert(0, "model", label)
         anytime_rows.append(anytime)
         reliability_rows.append(reliability_table(test, model=label, n_bins=suite["evaluate"]["ece_bins"]))
+        boot = {"n_boot": suite["evaluate"]["n_boot"], "seed": suite["evaluate"]["seed"]}
         curves, fitted = [], {}
         for plabel, policy in _policies_for(suite):
-            curve = budgeted_curve(policy, val, test)
+            curve = budgeted_curve(policy, val, test, **boot)  # with test_acc_low/high bands
             curve["policy"] = plabel
             curves.append(curve)
             fitted[plabel] = policy
-        static = budgeted_curve(_static_policy(), val, test)
+        from eebench.report.reliability import calibrated_reliability_tables
+
+        # after the raw rows: each calibrated policy's bins (policy and calibration columns)
+        reliability_rows.extend(calibrated_reliability_tables(
+            fitted, test, label, n_bins=suite["evaluate"]["ece_bins"]))
+        static = budgeted_curve(_static_policy(), val, test, **boot)
         static["policy"] = "static"
         curve = pd.concat([*curves, static], ignore_index=True)
         learned = pd.concat(curves, ignore_index=True)
@@ -719,7 +852,7 @@ def run_suite(
         return fitted
 
     world = current_world()
-    for em in extract_models(suite, path, store, progress=progress, world=world,
+    for em in extract_models(suite, where, store, progress=progress, world=world,
                              features=features):
         cf = em.costs.to_frame()
         cf.insert(0, "model", em.label)
@@ -779,7 +912,12 @@ def run_suite(
             published.to_csv(out_dir / "published.csv", index=False)
         (out_dir / "suite.resolved.json").write_text(json.dumps(suite, indent=2, default=str))
         files = {f.name: file_sha256(f) for f in sorted(out_dir.iterdir()) if f.is_file()}
-        _write_meta(out_dir, suite, path, command, provenance, store, t0, files)
+        _write_results_json(out_dir, suite, files)
+        files = {f.name: file_sha256(f) for f in sorted(out_dir.iterdir()) if f.is_file()}
+        if path is not None:
+            suite_file = suite_file or str(path)
+            command = command or " ".join(shlex.quote(a) for a in ["eebench", "run", str(path)])
+        _write_meta(out_dir, suite, suite_file, command, provenance, store, t0, files)
     index = build_report(results_dir, reports_dir)
     return SuiteOutput(results_dir=results_dir, report_index=Path(index))
 
@@ -813,7 +951,24 @@ def _measure_speed(suite: dict[str, Any], label: str, model: Any, view: Any, cos
     return df
 
 
-def _write_meta(out_dir: Path, suite: dict[str, Any], path: str | Path, command: str | None,
+def _write_results_json(out_dir: Path, suite: dict[str, Any], files: dict[str, str]) -> None:
+    """results.json: one machine-readable record of a results folder: the resolved suite,
+    the versions and eebench commit that made it, and the checksum of every file beside it."""
+    from eebench.provenance import git_revision, package_versions
+
+    record = {
+        "schema_version": 1,
+        "suite": json.loads(json.dumps(suite, default=str)),
+        "versions": package_versions(),
+        "git": git_revision(),
+        "files": files,
+        "cost_unit": suite_cost_unit(suite),
+        "dataset": suite_dataset(suite),
+    }
+    (out_dir / "results.json").write_text(json.dumps(record, indent=2))
+
+
+def _write_meta(out_dir: Path, suite: dict[str, Any], suite_file: str | None, command: str | None,
                 provenance: dict[str, Any], store: Any, t0: float, files: dict[str, str]) -> None:
     """meta.json: how the results were made (command, versions, models) and their checksums."""
     from eebench.provenance import package_versions
@@ -826,8 +981,8 @@ def _write_meta(out_dir: Path, suite: dict[str, Any], path: str | Path, command:
         "cost_unit": suite_cost_unit(suite),
         "cost_convention": suite["costs"]["convention"] or "each model's paper convention",
         "published": suite["report"]["published"],
-        "command": command or " ".join(shlex.quote(a) for a in ["eebench", "run", str(path)]),
-        "suite_file": str(path),
+        "command": command or "eebench.suite.run_suite(...) from Python",
+        "suite_file": suite_file,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": package_versions(),
         "budgets": suite["evaluate"]["budgets"],

@@ -63,8 +63,10 @@ def merge_budget_duplicates(
         else:
             out.append(sol)
     k = len(costs)
-    # one sample moved from the first exit to the last: finer than that, no budget is "missed"
-    grain = (float(costs[-1]) - float(costs[0])) / max(1, num_samples)
+    # one sample moved from the first exit to the last, or 0.5% of the cost range (solvers
+    # that search a grid of thresholds stop that close): finer than that, no budget is "missed"
+    span = float(costs[-1]) - float(costs[0])
+    grain = max(span / max(1, num_samples), 0.005 * span)
     for sol in out:
         if sol.param_name != "budget" or sol.fit_exits is None:
             continue
