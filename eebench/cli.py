@@ -501,6 +501,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from eebench.compare import compare
+    from eebench.suite import current_command
+
+    out = compare(
+        args.source, args.policies, costs=args.costs, out=args.out, cost_unit=args.cost_unit,
+        val_fraction=args.val_fraction, seed=args.seed, val_index=args.val_index,
+        fit_source=args.fit_source, tune_on_test=args.tune_on_test, budgets=args.budgets,
+        n_boot=args.n_boot, store_root=args.store, command=current_command(),
+    )
+    print(f"results: {out.results_dir}")
+    print(f"report:  {out.report_index}")
+    return 0
+
+
+def cmd_suite_schema(args: argparse.Namespace) -> int:
+    from eebench.suite import format_schema
+
+    print(format_schema(markdown=args.markdown))
+    return 0
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from eebench.parallel import current
     from eebench.store import LogitStore, default_store_root
@@ -766,6 +788,42 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reports", default="reports", help="reports root (default: reports/)")
     sp.add_argument("--features", action="store_true", help=FEATURES_HELP)
     store_opt(sp)
+
+    sp = add("compare", "compare exit policies on one logit source without a suite file "
+             "(the same results and report as a suite)", cmd_compare)
+    sp.add_argument("source", help="an .npz file (logits + labels) or a store entry name/key")
+    sp.add_argument("--policies", action="append", required=True, metavar="SPEC,SPEC,...",
+                    help="policy specs [score[+calibration]/]solver[(name=value,...)], e.g. "
+                    "confidence/geometric,entropy+temperature/geometric(grid=msdnet),"
+                    "confidence/ga(population=128,generations=60),eenet(budgets=[2,3,4]),oracle,"
+                    "random (repeatable)")
+    sp.add_argument("--costs", type=_floats,
+                    help="cumulative cost per exit (required for .npz without costs)")
+    sp.add_argument("--cost-unit", default="MACs",
+                    help="unit of --costs: MACs (default), MMACs, GMACs (converted to MACs) or "
+                    "any other unit such as ms, kept and labelled as given")
+    sp.add_argument("--val-fraction", type=float, default=0.5,
+                    help="share of the samples that fit the thresholds (default 0.5)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the validation split")
+    protocol = sp.add_mutually_exclusive_group()
+    protocol.add_argument("--val-index", help=".npy of validation sample indices (the rest is test)")
+    protocol.add_argument("--fit-source",
+                          help="fit the thresholds on another .npz or store entry; the whole "
+                          "SOURCE is then the test set")
+    protocol.add_argument("--tune-on-test", action="store_true",
+                          help="fit and evaluate on the whole SOURCE (CF-ViT's protocol; marked)")
+    sp.add_argument("--budgets", type=_floats,
+                    help="costs the summary tables are read at, in the unit of --costs")
+    sp.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples (default 200)")
+    sp.add_argument("--out", required=True, metavar="DIR",
+                    help="writes DIR/results/ and DIR/report/index.md")
+    store_opt(sp)
+
+    suite = sub.add_parser("suite", help="describe suite files", description="Suite files.")
+    susub = suite.add_subparsers(dest="suite_command", required=True, metavar="SUBCOMMAND")
+    sp = add("schema", "every key a suite file accepts, with its type, default and meaning",
+             cmd_suite_schema, susub)
+    sp.add_argument("--markdown", action="store_true", help="print a Markdown table")
 
     sp = add("extract", "train or reuse every model of a suite and fill the store with its "
              "logits, without evaluating (works under torchrun)", cmd_extract)

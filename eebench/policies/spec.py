@@ -1,0 +1,319 @@
+"""Policy spec strings: one line of text that names a whole exit policy with its options.
+
+A comparison of many policies on one set of logits should not need a TOML file, so every
+[[policies]] table of a suite can also be written as a spec:
+
+    spec     := [score ["+" calibration] "/"] solver ["(" option ("," option)* ")"]
+    option   := name "=" value
+    value    := number | "[" [value ("," value)*] "]" | "quoted string" | bare string
+
+for example ``confidence/geometric``, ``entropy+temperature/geometric(grid=msdnet)``,
+``confidence+temperature/ga(population=128,generations=60)``,
+``confidence/risk(epsilon=0.01,delta=0.1)``, ``eenet(budgets=[2,3,4],epochs=100)``,
+``patience/sweep(grid=[1,2,3,4])``, ``oracle``, ``static``, ``random(like=confidence/geometric)``.
+
+Calibration names may contain ``+`` themselves (``temperature+mie``), so the text before
+``/`` is split after the longest registered score name it starts with, never guessed. A spec
+parses to exactly the table a suite's [[policies]] entry validates to (the same schema checks
+it), and ``format_policy_spec`` writes a table back as its canonical spec, which is also the
+policy's label followed by its options.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from eebench.schema import SuiteError, validate_table
+from eebench.suite import BASELINES, POLICY, POLICY_OPTIONS
+
+NO_SCORE = (*BASELINES, "eenet")
+"""Policies that threshold no score of ours: the baselines, and eenet (it learns its own)."""
+
+_GENERAL = ("grid", "budgets", "seed")
+_SOLVER_KEYS: dict[str, tuple[str, ...]] = {
+    "geometric": ("grid", "budgets"),
+    "exact": ("grid", "budgets"),
+    "sweep": ("grid", "thresholds"),
+    "ga": ("grid", "budgets", "seed"),
+    "risk": ("grid",),
+    "eenet": ("grid", "budgets", "seed"),
+    "oracle": (),
+    "static": (),
+    "random": ("like", "seed"),
+}
+"""The [[policies]] keys (besides score, calibration, solver and label) that change what
+each solver does; solver-specific options come from POLICY_OPTIONS."""
+
+_ORDER = ("grid", "thresholds", "budgets", "epsilon", "delta", "bound", "population",
+          "generations", "hidden", "epochs", "lr", "weight_decay", "like", "seed", "label")
+"""The order options are written in by format_policy_spec."""
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SPECIAL = set(",()[]=\"'\\")
+
+
+def accepted_options(solver: str) -> tuple[str, ...]:
+    """The option names a spec of ``solver`` accepts inside its parentheses."""
+    keys = (*_SOLVER_KEYS.get(solver, _GENERAL), *POLICY_OPTIONS.get(solver, ()), "label")
+    rank = {k: i for i, k in enumerate(_ORDER)}
+    return tuple(sorted(dict.fromkeys(keys), key=lambda k: rank.get(k, len(rank))))
+
+
+def split_policy_specs(text: str) -> list[str]:
+    """Split ``"a,b(c=1,d=[2,3]),e"`` at its top-level commas: ``["a", "b(c=1,d=[2,3])", "e"]``."""
+    parts, depth, quote, escaped, start = [], 0, None, False, 0
+    for i, ch in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"policy specs {text!r}: unbalanced {ch!r} at character {i + 1}")
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if quote or depth:
+        raise ValueError(f"policy specs {text!r}: an unclosed "
+                         f"{'quote' if quote else 'bracket or parenthesis'}")
+    parts.append(text[start:])
+    specs = [p.strip() for p in parts]
+    if not any(specs):
+        raise ValueError("no policy spec given; write e.g. confidence/geometric,oracle")
+    if not all(specs):
+        raise ValueError(f"policy specs {text!r}: an empty spec (two commas in a row, or a "
+                         "comma at either end)")
+    return specs
+
+
+class _Reader:
+    """A cursor over one spec, with errors that quote the spec and say where."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.pos = text, 0
+
+    def fail(self, what: str) -> ValueError:
+        return ValueError(f"policy spec {self.text!r}: {what}")
+
+    def skip_space(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def peek(self) -> str:
+        self.skip_space()
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def expect(self, *chars: str) -> str:
+        """Step over one of ``chars`` (and return it), or fail naming what was found."""
+        ch = self.peek()
+        if not ch or ch not in chars:
+            found = repr(ch) if ch else "the end"
+            raise self.fail(f"expected {' or '.join(map(repr, chars))} at character "
+                            f"{self.pos + 1}, found {found}")
+        self.pos += 1
+        return ch
+
+    def value(self, key: str, in_list: bool = False) -> Any:
+        ch = self.peek()
+        if ch == "[":
+            self.pos += 1
+            items: list[Any] = []
+            if self.peek() == "]":
+                self.pos += 1
+                return items
+            while True:
+                items.append(self.value(key, in_list=True))
+                if self.expect(",", "]") == "]":
+                    return items
+        if ch in "\"'":
+            return self.quoted(key)
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] not in ",)]":
+            if self.text[self.pos] in "([=\"'":
+                raise self.fail(f"unexpected {self.text[self.pos]!r} in the value of {key} "
+                                f"(character {self.pos + 1}); quote values that contain it")
+            self.pos += 1
+        token = self.text[start:self.pos].strip()
+        if not token:
+            raise self.fail(f"an empty item in the list of {key}" if in_list
+                            else f"{key} has no value; write {key}=VALUE")
+        if _INTEGER.fullmatch(token):
+            return int(token)
+        if _NUMBER.fullmatch(token):
+            return float(token)
+        return token
+
+    def quoted(self, key: str) -> str:
+        """A string in double quotes (JSON's escapes) or single quotes (backslash escapes
+        the next character)."""
+        quote, start = self.text[self.pos], self.pos
+        self.pos += 1
+        out = []
+        while self.pos < len(self.text):
+            ch = self.text[self.pos]
+            self.pos += 1
+            if ch == "\\" and self.pos < len(self.text):
+                out.append(self.text[self.pos])
+                self.pos += 1
+            elif ch == quote:
+                if quote == "'":
+                    return "".join(out)
+                try:
+                    return json.loads(self.text[start:self.pos])
+                except json.JSONDecodeError as exc:
+                    raise self.fail(f"the quoted value of {key} is not a valid string: "
+                                    f"{exc.msg}") from None
+            else:
+                out.append(ch)
+        raise self.fail(f"the quoted value of {key} is not closed")
+
+
+def _lookup(kind: str, name: str, known: list[str], spec: str) -> str:
+    key = name.strip().lower()
+    if key in known:
+        return key
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"policy spec {spec!r}: unknown {kind} {name.strip()!r}; known: "
+                     f"{', '.join(known)}{hint}")
+
+
+def _score_and_calibration(prefix: str, spec: str) -> tuple[str, str | None]:
+    """Split ``score[+calibration]`` where the score is a registered name; calibrations may
+    contain ``+`` themselves (``temperature+mie``)."""
+    from eebench.policies import list_calibrations, list_scores
+
+    scores, calibrations = list_scores(), list_calibrations()
+    text = prefix.strip().lower()
+    if text in scores:
+        return text, None
+    parts = text.split("+")
+    heads = [i for i in range(len(parts) - 1, 0, -1) if "+".join(parts[:i]).strip() in scores]
+    if not heads:
+        return _lookup("score", parts[0], scores, spec), None  # raises, naming the scores
+    score, calibration = "+".join(parts[:heads[0]]).strip(), "+".join(parts[heads[0]:]).strip()
+    if not calibration:
+        raise ValueError(f"policy spec {spec!r}: nothing after '+'; name a calibration "
+                         f"({', '.join(calibrations)}) or drop the '+'")
+    return score, _lookup("calibration", calibration, calibrations, spec)
+
+
+def parse_policy_spec(text: str) -> dict[str, Any]:
+    """The validated [[policies]] table a spec stands for (every key, defaults filled in),
+    e.g. ``parse_policy_spec("confidence+temperature/ga(population=128,generations=60)")``.
+
+    Raises ValueError with one line that quotes the spec and says what is wrong: an unknown
+    score, calibration or solver (with the known names), an option the solver does not take
+    (with the ones it does), a value of the wrong type."""
+    from eebench.policies import list_policy_solvers
+
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("empty policy spec; write e.g. confidence/geometric")
+    spec = text.strip()
+    r = _Reader(spec)
+    head_end = spec.find("(")
+    head = spec if head_end < 0 else spec[:head_end]
+    bad = sorted(set(head) & (_SPECIAL - {"("}))
+    if bad:
+        raise r.fail(f"unexpected {bad[0]!r} before the options; write "
+                     "score[+calibration]/solver(name=value,...)")
+    if head.count("/") > 1:
+        raise r.fail("more than one '/'; write score[+calibration]/solver")
+    prefix, _, solver_text = head.rpartition("/") if "/" in head else ("", "", head)
+    solver = _lookup("solver", solver_text, list_policy_solvers(), spec)
+    raw: dict[str, Any] = {"solver": solver}
+    if "/" in head:
+        if solver in NO_SCORE:
+            why = {"eenet": "it learns its own exit scores",
+                   "random": "it copies the exit fractions of a learned policy: "
+                             f"{solver}(like=LABEL)"}.get(solver, "it reads no score")
+            raise r.fail(f"the {solver} policy takes no score or calibration ({why}); "
+                         f"write {solver} without '{prefix}/'")
+        raw["score"], calibration = _score_and_calibration(prefix, spec)
+        if calibration is not None:
+            raw["calibration"] = calibration
+    if head_end >= 0:
+        r.pos = head_end + 1
+        accepted = accepted_options(solver)
+        if r.peek() != ")":
+            while True:
+                r.skip_space()
+                m = _NAME.match(spec, r.pos)
+                if not m:
+                    raise r.fail(f"expected an option name at character {r.pos + 1}; write "
+                                 "name=value")
+                key, r.pos = m.group(), m.end()
+                if key not in accepted:
+                    close = difflib.get_close_matches(key, accepted, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise r.fail(f"the {solver} solver has no option {key!r}{hint}; it accepts: "
+                                 f"{', '.join(accepted)}")
+                if key in raw:
+                    raise r.fail(f"option {key!r} is given twice")
+                r.expect("=")
+                raw[key] = r.value(key)
+                if r.expect(",", ")") == ")":
+                    break
+        else:
+            r.expect(")")
+        if r.peek():
+            raise r.fail(f"unexpected text after the options: {spec[r.pos:]!r}")
+    try:
+        return validate_table(raw, POLICY, f"policy spec {spec!r}", "")
+    except SuiteError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        raise ValueError(f"a policy option cannot be true/false, got {value!r}")
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_format_value(v) for v in value) + "]"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value)
+    plain = (text and text == text.strip() and not set(text) & _SPECIAL
+             and not _NUMBER.fullmatch(text))
+    return text if plain else json.dumps(text, ensure_ascii=False)
+
+
+def format_policy_spec(table: Mapping[str, Any]) -> str:
+    """The canonical spec of a [[policies]] table: ``parse_policy_spec(format_policy_spec(t))``
+    gives ``t`` back for every table a spec or a suite file validates to. Keys left at their
+    defaults are not written; a key the solver does not use raises ValueError."""
+    solver = str(table.get("solver", POLICY.fields["solver"].default))
+    default = {k: f.default for k, f in POLICY.fields.items()}
+    score = table.get("score", default["score"])
+    calibration = table.get("calibration")
+    if solver in NO_SCORE:
+        if calibration is not None or score != default["score"]:
+            raise ValueError(f"the {solver} policy takes no score or calibration, but the table "
+                             f"sets score = {score!r}, calibration = {calibration!r}")
+        head = solver
+    else:
+        head = f"{score}{'+' + calibration if calibration else ''}/{solver}"
+    accepted = accepted_options(solver)
+    ignored = {"score", "calibration", "solver", *accepted}
+    unused = [k for k, v in table.items() if k not in ignored and v != default.get(k)]
+    if unused:
+        raise ValueError(f"the {solver} solver does not use {', '.join(unused)}; it accepts: "
+                         f"{', '.join(accepted)}")
+    opts = [f"{k}={_format_value(table[k])}" for k in accepted
+            if table.get(k, default.get(k)) != default.get(k)]
+    return head + (f"({','.join(opts)})" if opts else "")
