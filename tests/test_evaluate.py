@@ -199,6 +199,7 @@ def test_summarize_values_and_deterministic_bootstrap() -> None:
     assert not np.allclose(s1.ci_low.fillna(0), s3.ci_low.fillna(0))
     assert list(s1.columns) == [
         "policy", "metric", "at_cost", "value", "ci_low", "ci_high", "unit", "interpolated", "note",
+        "diff_ref", "diff_low", "diff_high",
     ]
     geo = curve[curve.policy != "static"]
     g = s1[s1.policy == geo.policy.iloc[0]].set_index(["metric", "at_cost"], drop=False)
@@ -220,6 +221,76 @@ def test_summarize_values_and_deterministic_bootstrap() -> None:
     assert auc[geo.policy.iloc[0]] > auc["static"]  # a policy beats the anytime points
     no_boot = summarize(curve, anytime, at_costs=[2.0])
     assert no_boot.ci_low.isna().all() and "no interval" in no_boot.note.iloc[0]
+
+
+def test_curve_bands_share_resamples_and_keep_the_curve() -> None:
+    from eebench.evaluate.curves import accuracy_bands
+    from eebench.evaluate.summary import bootstrap_weights
+
+    ls = _synthetic(1200, k=4, seed=3)
+    val, test = split_logitset(ls, val_fraction=0.5, seed=0)
+    plain = budgeted_curve(make_policy("confidence", grid="msdnet"), val, test)
+    banded = budgeted_curve(make_policy("confidence", grid="msdnet"), val, test, n_boot=150, seed=4)
+    # every column and value as without the band; the band's two columns come last
+    assert list(banded.columns) == [*plain.columns, "test_acc_low", "test_acc_high"]
+    pd.testing.assert_frame_equal(banded[plain.columns], plain)
+    assert (banded.test_acc_low <= banded.test_acc).all()
+    assert (banded.test_acc <= banded.test_acc_high).all()
+    assert (banded.test_acc_high - banded.test_acc_low).between(0.01, 0.2).all()
+    # the band of a point is the percentile interval over bootstrap_weights' resamples
+    geo = make_policy("confidence", grid="msdnet").fit(val)
+    pts = geo.apply(test)
+    hits = [geo.correct(test)[np.arange(test.num_samples), p.exits] for p in pts]
+    w = np.concatenate(list(bootstrap_weights(test.num_samples, 150, 4)))
+    acc = w @ np.stack(hits, axis=1).astype(float) / test.num_samples
+    lo, hi = np.percentile(acc[:, 7], [2.5, 97.5])
+    assert banded.test_acc_low.iloc[7] == pytest.approx(lo, abs=1e-12)
+    assert banded.test_acc_high.iloc[7] == pytest.approx(hi, abs=1e-12)
+    # every point and every policy sees the same resamples: bands of points computed apart
+    # are the bands of the points computed together
+    static_hits = [test_c for test_c in exit_correct(test).T]
+    both = accuracy_bands(hits[:3] + static_hits, 150, 4)
+    alone = accuracy_bands(static_hits, 150, 4)
+    assert np.array_equal(both[0][3:], alone[0]) and np.array_equal(both[1][3:], alone[1])
+    static = budgeted_curve(StaticPolicy(), val, test, n_boot=150, seed=4)
+    assert np.array_equal(static.test_acc_low.to_numpy(), alone[0])
+    with pytest.raises(ValueError, match="n_boot"):
+        budgeted_curve(StaticPolicy(), val, test, n_boot=-1)
+
+
+def test_summarize_paired_differences() -> None:
+    ls = _synthetic(2000, k=4, seed=5)
+    val, test = split_logitset(ls, val_fraction=0.5, seed=0)
+    geo, twin, static, oracle = (make_policy("confidence", grid="msdnet"),
+                                 make_policy("confidence", grid="msdnet"), StaticPolicy(),
+                                 OraclePolicy())
+    curve = pd.concat([
+        budgeted_curve(geo, val, test), budgeted_curve(twin, val, test).assign(policy="twin"),
+        budgeted_curve(static, val, test), budgeted_curve(oracle, val, test),
+    ])
+    points = {geo.name: geo, "twin": twin, "static": static, "oracle": oracle}
+    s = summarize(curve, anytime_table(test), n_boot=120, seed=1, test=test, points=points)
+    m = s[s.metric == "mean_accuracy"].set_index("policy")
+    # the best (the first of two identical policies) is compared with the runner-up, its
+    # twin: the very same resamples give a difference of exactly zero
+    assert m.loc[geo.name, "diff_ref"] == "twin"
+    assert m.loc[geo.name, "diff_low"] == 0 and m.loc[geo.name, "diff_high"] == 0
+    assert m.loc["twin", "diff_ref"] == geo.name
+    # everyone else against the best; static exits are clearly behind thresholds
+    assert m.loc["static", "diff_ref"] == geo.name and m.loc["static", "diff_high"] < 0
+    diff = m.loc["static", "value"] - m.loc[geo.name, "value"]
+    assert m.loc["static", "diff_low"] <= diff <= m.loc["static", "diff_high"]
+    # the oracle is never a reference, and with no mean accuracy has no difference either
+    c = s[s.metric == "cost_to_match_last_exit"].set_index("policy")
+    assert "oracle" not in set(s.diff_ref) and c.loc["oracle", "diff_ref"] == ""
+    assert np.isnan(c.loc["oracle", "diff_low"])
+    # lower cost is better: the reference of the cost metric is the cheapest policy
+    finite = c.drop(index="oracle").dropna(subset=["value"])
+    cheapest = finite.value.idxmin()
+    assert all(c.loc[p, "diff_ref"] == cheapest for p in finite.index if p != cheapest)
+    # without a bootstrap no policy has a difference
+    plain = summarize(curve, anytime_table(test))
+    assert (plain.diff_ref == "").all() and plain.diff_low.isna().all()
 
 
 def test_summarize_rejects_mismatched_points() -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from eebench.policies import make_policy
 from eebench.report import (
     REQUIRED_FILES,
     budget_tables,
@@ -27,6 +28,9 @@ from eebench.report import (
     reliability_table,
     summary_tables,
 )
+from eebench.report.figures import plot_calibration
+from eebench.report.reliability import calibrated_reliability_tables
+from eebench.report.style import policy_styles, short_policy_label
 from eebench.report.tables import anytime_tables
 from eebench.store.logitset import LogitSet
 
@@ -93,6 +97,8 @@ def make_results(
                  "val_acc": acc + 0.004, "val_cost": cost * 1.01, "test_acc": acc, "test_cost": cost}
             r.update({f"frac_{j}": float(f) for j, f in enumerate(frac)})
             r["thresholds"] = json.dumps([0.9] * (len(frac) - 1) + [None])
+            if "bands" not in skip:  # narrow bootstrap bands: the curves' gaps are real
+                r["test_acc_low"], r["test_acc_high"] = acc - BAND, acc + BAND
             return r
 
         for policy, power in LEARNED.items():
@@ -107,6 +113,7 @@ def make_results(
             curves.append(row("static", float(e), costs[e], accs[e], np.eye(k)[e]))
 
         boot = "95% percentile bootstrap, 200 test resamples (seed 0), exits fixed per point"
+        srows = []
         for policy in [*LEARNED, "random", "oracle"]:
             power = LEARNED.get(policy, 1.0)
             base = 0.70 + 0.01 * power if policy != "oracle" else float("nan")
@@ -118,14 +125,20 @@ def make_results(
                 ("cost_to_match_last_exit", np.nan, match, "cost", True, "first test cost reaching"),
                 ("speedup_vs_last_exit", np.nan, costs[-1] / match, "x", True, "last exit cost / cost"),
             ]:
-                summary.append({
+                srows.append({
                     "model": model, "policy": policy, "metric": metric, "at_cost": at, "value": value,
                     "ci_low": value * 0.98, "ci_high": value * 1.02, "unit": unit_,
                     "interpolated": interp, "note": f"{note}; {boot}",
                 })
+        summary += srows if "diffs" in skip else _paired_columns(srows)
         ls = _logitset(k, seed=mi)
         ls.exit_names = list(names)
         rel.append(reliability_table(ls, model=model, n_bins=10))
+        if mi == 0 and "calibrated" not in skip:  # MSDNet: one calibrated policy
+            fitted = {"confidence+temperature/geometric":
+                      make_policy("confidence", calibration="temperature").fit(ls),
+                      "confidence/geometric": make_policy("confidence").fit(ls)}
+            rel += calibrated_reliability_tables(fitted, ls, model, n_bins=10)
 
     frames = {
         "anytime.csv": pd.DataFrame(anytime),
@@ -146,6 +159,28 @@ def make_results(
         (folder / "meta.json").write_text(json.dumps(meta))
     return folder
 
+
+def _paired_columns(rows: list[dict]) -> list[dict]:
+    """diff_ref, diff_low, diff_high as summarize writes them: per metric, every policy
+    against the best (the oracle aside), the best against the runner-up; the synthetic
+    intervals are a quarter of the runner-up's gap wide on each side (clearly apart)."""
+    higher = {"mean_accuracy": True, "accuracy_at_cost": True, "cost_to_match_last_exit": False,
+              "speedup_vs_last_exit": True}
+    out = [dict(r, diff_ref="", diff_low=np.nan, diff_high=np.nan) for r in rows]
+    for metric, up in higher.items():
+        group = [r for r in out if r["metric"] == metric and r["policy"] != "oracle"
+                 and np.isfinite(r["value"])]
+        group.sort(key=lambda r: -r["value"] if up else r["value"])
+        best, runner = group[0], group[1]
+        half = abs(best["value"] - runner["value"]) / 4
+        for r in group:
+            ref = runner if r is best else best
+            d = r["value"] - ref["value"]
+            r.update(diff_ref=ref["policy"], diff_low=d - half, diff_high=d + half)
+    return out
+
+
+BAND = 0.001  # half-width of the synthetic curves' bootstrap bands
 
 # budgets (MACs) of the MMAC build: MSDNet's learned operating points lie at
 # 6e6 + 24e6 * i / 11, so EXACT is a measured point (no dagger), 15e6 lies between two
@@ -259,7 +294,7 @@ def test_build_report_writes_every_figure(report: tuple[Path, Path]) -> None:
     index, _ = report
     out = index.parent
     for stem, width_in in [("anytime", 3.4), ("budgeted", 7.0), ("exit_distribution", 7.0),
-                           ("reliability", 7.0)]:
+                           ("reliability", 7.0), ("calibration", 7.0)]:
         pdf, png = out / f"{stem}.pdf", out / f"{stem}.png"
         assert pdf.is_file() and png.is_file(), stem
         head = pdf.read_bytes()
@@ -282,12 +317,12 @@ def test_index_references_every_file(report: tuple[Path, Path]) -> None:
     out = index.parent
     text = index.read_text()
     files = sorted(p.name for p in out.iterdir() if p.name != "index.md")
-    assert len(files) == 4 * 2 + 3 * 2 * 2  # 4 figures, 3 tables x 2 models, both formats
+    assert len(files) == 5 * 2 + 3 * 2 * 2  # 5 figures, 3 tables x 2 models, both formats
     for name in files:
         assert f"({name})" in text, f"index.md does not link {name}"
     for target in re.findall(r"\]\(([^)]+)\)", text):
         assert (out / target).is_file(), f"index.md links a missing file {target}"
-    for stem in ("anytime", "budgeted", "exit_distribution", "reliability"):
+    for stem in ("anytime", "budgeted", "exit_distribution", "reliability", "calibration"):
         assert "![" in text and f"]({stem}.png)" in text and f"[{stem}.pdf]({stem}.pdf)" in text
     assert "eebench run suites/synthetic.toml --reports /tmp/r" in text
     assert "`suites/synthetic.toml`" in text
@@ -326,10 +361,15 @@ def test_budget_table_marks_best_interpolation_and_range(report: tuple[Path, Pat
     assert cells[1] == rf"\textbf{{{at_exact:.2f}}}"
     assert cells[2] == rf"\textbf{{{at_15:.2f}}}\textsuperscript{{\dag}}"
     assert cells[3] == "---"
-    # the other model: 35 MMACs lies inside its range (10 .. 40)
+    # the other model: 35 MMACs lies inside its range (10 .. 40), where entropy (78.48) and
+    # confidence (78.38) are closer than their bands (+-0.1 each): nobody is bold there
     md2 = (index.parent / "budgets-resnet-exits.md").read_text()
     ent2 = next(line for line in md2.splitlines() if line.startswith("| entropy/geometric"))
-    assert ent2.split(" | ")[3].startswith("**") and "†" in ent2.split(" | ")[3]
+    assert ent2.split(" | ")[1].startswith("**")
+    assert ent2.split(" | ")[3].startswith("78.48†")
+    body = [ln for ln in md2.splitlines() if ln.startswith("| ")][2:]
+    assert not any("**" in ln.split(" | ")[3] for ln in body)
+    assert "a column without bold has no policy ahead" in md2
 
 
 def test_summary_table_best_and_oracle(report: tuple[Path, Path]) -> None:
@@ -437,32 +477,74 @@ def test_budgeted_figure_baselines_and_fonts(report: tuple[Path, Path]) -> None:
     by_label = {ln.get_label(): ln for ln in ax.lines}
     assert by_label["oracle"].get_marker() == "*" and len(by_label["oracle"].get_xdata()) == 1
     assert by_label["random"].get_linestyle() == "--"
-    static = by_label["static exits, MSDNet"]
+    static = by_label["static exits"]
     assert static.get_linestyle() == "None" and len(static.get_xdata()) == 5
+    assert static.get_markerfacecolor() == "white" and static.get_marker() == "s"
     markers = [by_label[p].get_marker() for p in LEARNED]
-    assert len(set(markers)) == len(markers)
-    # static squares take the model's colour of the anytime figure
+    colors = [by_label[p].get_color() for p in LEARNED]
+    assert len(set(markers)) == len(markers) and len(set(colors)) == len(colors)
+    # one light band per learned policy, around its line
+    bands = list(ax.collections)
+    assert len(bands) == len(LEARNED)
+    for p, band in zip(LEARNED, bands):
+        assert np.allclose(band.get_facecolor()[0][:3], by_label[p].get_color()[:3])
+        ys = band.get_paths()[0].vertices[:, 1]
+        y = by_label[p].get_ydata()
+        assert ys.min() == pytest.approx(y.min() - 100 * BAND) and ys.max() == pytest.approx(
+            y.max() + 100 * BAND)
     any_fig = plot_anytime(pd.read_csv(res / "anytime.csv"), "MACs")
-    assert static.get_color() == any_fig.axes[0].lines[0].get_color()
-    for f in (fig, any_fig, plot_reliability(pd.read_csv(res / "reliability.csv")),
+    rel = pd.read_csv(res / "reliability.csv")
+    for f in (fig, any_fig, plot_reliability(rel), plot_calibration(rel),
               plot_exit_distribution(curves, "MACs")):
         FigureCanvasAgg(f).draw()  # outside the report style: sizes must stick
         sizes = [t.get_fontsize() for t in f.findobj(matplotlib.text.Text) if t.get_text()]
         assert sizes and min(sizes) >= 7
 
 
-def test_exit_distribution_bars_sum_to_100(report: tuple[Path, Path]) -> None:
+def _panels(fig) -> dict[tuple[str, str], object]:
+    """(model, policy title) -> axes of an exit-distribution figure."""
+    out = {}
+    for sf in fig.subfigs:
+        model = sf._suptitle.get_text()
+        for ax in sf.axes:
+            if ax.get_visible():
+                out[(model, ax.get_title(loc="left"))] = ax
+    return out
+
+
+def test_exit_distribution_every_learned_policy(report: tuple[Path, Path]) -> None:
     _, res = report
     curves = pd.read_csv(res / "curves.csv")
-    fig = plot_exit_distribution(curves, "MACs", policy="entropy/geometric")
-    ax0, ax1 = fig.axes[:2]
-    assert ax0.get_title() == "MSDNet: entropy/geometric"
-    # 5 exits x 12 operating points; ResNet: 3 exits (frac_3, frac_4 are NaN)
-    assert len(ax0.patches) == 5 * 12 and len(ax1.patches) == 3 * 12
+    fig = plot_exit_distribution(curves, "MACs")
+    panels = _panels(fig)
+    # every learned policy of every model has a panel; baselines have none. Three panels a
+    # row leave no room for "confidence+temperature/geometric": every title is short then
+    assert set(panels) == {(m, short_policy_label(p)) for m in MODELS for p in LEARNED}
+    assert "T = temperature scaling" in fig.eebench_label_key
+    ax = panels[("MSDNet", "ent/geo")]
+    # 5 exits stacked (ResNet: 3, frac_3 and frac_4 are NaN there); the stack tops at 100%
+    assert len(ax.collections) == 5
+    assert len(panels[("ResNet + exits", "ent/geo")].collections) == 3
+    top = ax.collections[-1].get_paths()[0].vertices
+    assert top[:, 1].max() == pytest.approx(100.0)
+    sub = curves[(curves.model == "MSDNet") & (curves.policy == "entropy/geometric")]
+    lowest = ax.collections[0].get_paths()[0].vertices
+    assert lowest[:, 1].max() == pytest.approx(100 * sub.frac_0.max())
+    # the panel shows the policy's marker in its colour, as in the budgeted figure
+    budgeted = {ln.get_label(): ln for ln in plot_budgeted(curves, "MACs").axes[0].lines}
+    mark = next(ln for ln in ax.lines if ln.get_label() == "_marker")
+    assert mark.get_marker() == budgeted["entropy/geometric"].get_marker()
+    assert mark.get_color() == budgeted["entropy/geometric"].get_color()
+    # a policy with few operating points is drawn as bars of 100% each
+    few = curves[(curves.policy != "entropy/geometric") | (curves.param.isin([0.0, 1.0]))]
+    ax = _panels(plot_exit_distribution(few, "MACs"))[("MSDNet", "ent/geo")]
     tops = {}
-    for p in ax0.patches:
+    for p in ax.patches:
         tops[round(p.get_x(), 6)] = max(tops.get(round(p.get_x(), 6), 0), p.get_y() + p.get_height())
-    assert np.allclose(list(tops.values()), 100.0)
+    assert len(tops) == 2 and np.allclose(list(tops.values()), 100.0)
+    # one policy on request
+    one = _panels(plot_exit_distribution(curves, "MACs", policy="entropy/geometric"))
+    assert set(one) == {(m, "entropy/geometric") for m in MODELS}
     with pytest.raises(ValueError, match="no model has operating points"):
         plot_exit_distribution(curves, "MACs", policy="nope")
     only_baselines = curves[curves.policy.isin(["oracle", "random", "static"])]
@@ -476,7 +558,8 @@ def test_reliability_figure_titles_show_ece(report: tuple[Path, Path]) -> None:
     fig = plot_reliability(rel)
     visible = [a for a in fig.axes if a.get_visible()]
     assert len(visible) == 5 + 3
-    e = ece_from_bins(rel[(rel.model == "MSDNet") & (rel.exit == 2)])
+    raw = rel[rel.policy.isna()]  # the calibrated policy's rows are drawn elsewhere
+    e = ece_from_bins(raw[(raw.model == "MSDNet") & (raw.exit == 2)])
     assert visible[2].get_title() == f"2: block3\nECE {100 * e:.1f}%"
 
 
@@ -582,9 +665,11 @@ def test_summary_table_short_metric_names() -> None:
     assert t.columns == ["policy", "mean acc. (%)", "acc. (%) @ 1.50 GMACs",
                          "cost to match last exit (GMACs)"]
     a, b = t.rows
-    assert b[1].text == "72.00 [71.00, 73.00]" and b[1].bold and not a[1].bold
-    assert b[2].text == "73.00" and b[2].dagger and b[2].bold  # no interval: value only
+    # no paired columns (older results): the own intervals decide; [71, 73] touches [69, 71]
+    assert b[1].text == "72.00 [71.00, 73.00]" and not b[1].bold and not a[1].bold
+    assert b[2].text == "73.00" and b[2].dagger and not b[2].bold  # no interval: not marked
     assert a[3].text == "2.00 [1.80, 2.20]" and a[3].bold and not b[3].bold  # lower cost wins
+    assert "a column without bold has no policy ahead" in "\n".join(t.notes)
 
 
 def test_anytime_tables_without_optional_columns() -> None:
@@ -603,3 +688,193 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- uncertainty and comparability
+
+TEN = ["confidence/geometric", "entropy/geometric", "confidence+temperature/geometric",
+       "confidence/ga", "eenet", "confidence+mie/geometric",
+       "confidence+temperature+mie/geometric", "confidence/risk", "margin/geometric",
+       "my custom policy"]
+
+
+def _ten_policy_curves(models: dict[str, tuple[float, float, int]]) -> pd.DataFrame:
+    """Ten learned policies (with bands), random, oracle and static per model."""
+    rows = []
+    for m, (c0, c1, k) in models.items():
+        t = np.linspace(0, 1, 15)
+        for i, p in enumerate(TEN):
+            acc = 0.6 + 0.2 * (1 - (1 - t) ** (1.5 + 0.25 * i))
+            for tt, a in zip(t, acc):
+                r = {"model": m, "policy": p, "param": tt, "test_acc": a,
+                     "test_cost": c0 + (c1 - c0) * tt, "test_acc_low": a - 0.01,
+                     "test_acc_high": a + 0.01}
+                r.update({f"frac_{j}": f for j, f in enumerate(_fractions(k, tt))})
+                rows.append(r)
+        for tt in (0.0, 0.5, 1.0):
+            rows.append({"model": m, "policy": "random", "param": tt, "test_acc": 0.6 + 0.2 * tt,
+                         "test_cost": c0 + (c1 - c0) * tt})
+        rows.append({"model": m, "policy": "oracle", "param": 0.0, "test_acc": 0.95,
+                     "test_cost": c0 * 1.2})
+    return pd.DataFrame(rows)
+
+
+def test_policy_keeps_its_colour_and_marker_everywhere(report: tuple[Path, Path]) -> None:
+    _, res = report
+    curves = pd.read_csv(res / "curves.csv")
+
+    def look(fig, policy: str) -> tuple:
+        ln = next(ln for ln in fig.axes[0].lines if ln.get_label() == policy)
+        return tuple(np.round(ln.get_color(), 6)), ln.get_marker()
+
+    # two figures of different policy sets (two reports): the same look for a policy
+    few = curves[curves.policy.isin(["entropy/geometric", "random", "static"])]
+    ten = _ten_policy_curves({"MSDNet": (6e6, 30e6, 5)})
+    for p in ("entropy/geometric", "confidence+temperature/geometric"):
+        a = look(plot_budgeted(curves, "MACs"), p)
+        assert look(plot_budgeted(ten, "MACs"), p) == a
+        if p in set(few.policy):
+            assert look(plot_budgeted(few, "MACs"), p) == a
+    # the calibration figure draws a calibrated policy in its own look as well
+    rel = pd.read_csv(res / "reliability.csv")
+    cal = plot_calibration(rel)
+    line = next(ln for ln in cal.axes[0].lines if ln.get_label().startswith("after"))
+    p = "confidence+temperature/geometric"
+    assert (tuple(np.round(line.get_color(), 6)), line.get_marker()) == look(
+        plot_budgeted(curves, "MACs"), p)
+    # names outside the table: a stable hash, the same in another process (no hash salt)
+    mine = policy_styles(["my custom policy"])["my custom policy"]
+    assert policy_styles(["my custom policy", "confidence/geometric"])["my custom policy"] == mine
+    code = ("from eebench.report.style import policy_styles as s; "
+            "print(s(['my custom policy'])['my custom policy'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONHASHSEED": "123", "PATH": ""})
+    assert out.stdout.strip() == repr(mine)
+    # ten policies in one figure: no two share colour and marker, the first nine no colour
+    st = policy_styles(TEN)
+    pairs = [(s.color, s.marker) for s in st.values()]
+    assert len(set(pairs)) == 10 and len({s.color for s in list(st.values())[:9]}) == 9
+
+
+def test_legend_of_ten_policies_sits_below_the_axes() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for models, width in (({"MSDNet": (6e6, 30e6, 5)}, 3.4),
+                          ({"MSDNet": (6e6, 30e6, 5), "ResNet": (10e6, 40e6, 3)}, 7.0)):
+        fig = plot_budgeted(_ten_policy_curves(models), "MACs")
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()  # the layout as saved
+        renderer = canvas.get_renderer()
+        assert fig.get_figwidth() == pytest.approx(width)
+        (leg,) = fig.legends
+        lb = leg.get_window_extent(renderer)
+        fb = fig.bbox
+        assert lb.x0 >= fb.x0 - 1 and lb.x1 <= fb.x1 + 1 and lb.y0 >= fb.y0 - 1
+        panels = [ax for ax in fig.axes if ax.get_visible()]
+        for ax in panels:
+            tight = ax.get_tightbbox(renderer)  # axes with tick labels and axis label
+            assert lb.y1 <= tight.y0 + 0.5, "the legend overlaps a panel"
+            assert lb.height < ax.bbox.height, "the legend dwarfs the panel"
+        texts = [t.get_text() for t in leg.get_texts()]
+        assert len(texts) == 10 + 2 and all(t for t in texts)
+        assert len({round(t.get_window_extent(renderer).y0) for t in leg.get_texts()}) <= 6
+        if width == 3.4:  # one column of a paper: short labels and their key
+            assert "conf+T+MIE/geo" in texts and "my custom policy" in texts
+            assert "MIE = model-internal ensembling" in fig.eebench_label_key
+
+
+def test_best_is_marked_only_when_the_paired_bootstrap_says_so() -> None:
+    from eebench.evaluate import anytime_table, budgeted_curve, split_logitset, summarize
+    from eebench.policies import StaticPolicy
+
+    ls = _logitset(4, n=3000, seed=5)
+    val, test = split_logitset(ls, val_fraction=0.5, seed=0)
+    geo, twin, static = make_policy("confidence"), make_policy("confidence"), StaticPolicy()
+    parts = [budgeted_curve(geo, val, test), budgeted_curve(twin, val, test).assign(policy="twin"),
+             budgeted_curve(static, val, test)]
+    scale = cost_scale("MACs", [1.0])
+
+    def bold(curve: pd.DataFrame, points: dict) -> dict[str, bool]:
+        s = summarize(curve, anytime_table(test), n_boot=100, seed=0, test=test, points=points)
+        t = summary_tables(s.assign(model="m"), scale)[0]
+        assert t.columns[1] == "mean acc. (%)"
+        return {r[0].text: r[1].bold for r in t.rows}
+
+    # thresholds clearly beat static exits: the paired interval excludes zero although the
+    # two own intervals overlap
+    marked = bold(pd.concat([parts[0], parts[2]]), {geo.name: geo, "static": static})
+    assert marked == {geo.name: True, "static": False}
+    # the same policy under two names is a statistical tie: nothing is bold
+    tied = bold(pd.concat(parts), {geo.name: geo, "twin": twin, "static": static})
+    assert not any(tied.values())
+
+
+def test_reliability_rows_per_calibration(tmp_path: Path) -> None:
+    from eebench.report.reliability import calibrated_reliability_table, raw_rows
+
+    ls = _logitset(3, n=600, seed=4)
+    ls = LogitSet(ls.logits * 3.0, ls.labels, ls.costs)  # over-confident exits
+    fitted = {
+        "confidence/geometric": make_policy("confidence").fit(ls),
+        "confidence+temperature/geometric": make_policy("confidence", calibration="temperature").fit(ls),
+        "entropy+temperature/geometric": make_policy("entropy", calibration="temperature").fit(ls),
+        "confidence+mie/geometric": make_policy("confidence", calibration="mie").fit(ls),
+        "random": make_policy("confidence", "random", calibration="temperature").fit(ls),
+    }
+    raw = reliability_table(ls, model="MSDNet", n_bins=10)
+    cal = calibrated_reliability_tables(fitted, ls, "MSDNet", n_bins=10)
+    assert [c.policy.iloc[0] for c in cal] == [
+        "confidence+temperature/geometric", "entropy+temperature/geometric",
+        "confidence+mie/geometric"]  # not the uncalibrated one, not the random baseline
+    assert [c.calibration.iloc[0] for c in cal] == ["temperature", "temperature", "mie"]
+    for c in cal:
+        assert list(c.columns[:8]) == list(raw.columns) and len(c) == len(raw)
+        assert c.groupby("exit")["count"].sum().tolist() == [600] * 3
+    # temperature scaling fit on these outputs calibrates them
+    t = cal[0]
+    for k in range(3):
+        assert ece_from_bins(t[t.exit == k]) < ece_from_bins(raw[raw.exit == k])
+    # model-internal ensembling is scored on its own (ensembled) predictions
+    mie = cal[2]
+    hits = fitted["confidence+mie/geometric"].correct(ls).sum(axis=0)
+    got = [(g["count"] * g["accuracy"].fillna(0)).sum() for _, g in mie.groupby("exit")]
+    assert got == pytest.approx(hits.tolist())
+    assert calibrated_reliability_table(fitted["confidence/geometric"], ls, "m") is None
+    with pytest.raises(ValueError, match="name"):
+        calibrated_reliability_table(fitted["confidence+mie/geometric"], ls, "m", "none")
+    # written and read back as the runner does: raw rows keep an empty policy
+    frame = pd.concat([raw, *cal], ignore_index=True)
+    res = make_results(tmp_path / "r", skip=("reliability.csv",))
+    frame.to_csv(res / "reliability.csv", index=False)
+    index = build_report(res, tmp_path / "out")
+    from eebench.report import load_results
+
+    rel = load_results(res).reliability
+    assert (rel.policy == "").sum() == len(raw)
+    assert len(raw_rows(rel)) == len(raw)
+    # one row per model and calibration: the two temperature policies share theirs
+    fig = plot_calibration(rel)
+    rows = [ax.get_ylabel() for ax in fig.axes if ax.get_visible() and ax.get_ylabel()]
+    assert rows == ["MSDNet\ntemperature\naccuracy", "MSDNet\nmie\naccuracy"]
+    text = index.read_text()
+    assert "temperature: confidence+temperature/geometric, entropy+temperature/geometric" in text
+    assert (tmp_path / "out" / "calibration.png").is_file()
+
+
+def test_old_results_still_draw(tmp_path: Path) -> None:
+    """Results written before bands, paired differences and calibrated reliability rows."""
+    res = make_results(tmp_path / "old", skip=("bands", "diffs", "calibrated"))
+    curves = pd.read_csv(res / "curves.csv")
+    assert "test_acc_low" not in curves.columns
+    fig = plot_budgeted(curves, "MACs")
+    assert not fig.axes[0].collections  # no band
+    index = build_report(res, tmp_path / "out")
+    text = index.read_text()
+    assert "light bands" not in text and not (tmp_path / "out" / "calibration.png").exists()
+    assert (tmp_path / "out" / "budgeted.png").is_file()
+    # without paired columns the own intervals decide: mean accuracy [72.52, 75.48] and
+    # [71.54, 74.46] overlap (no bold), cost to match [14.7, 15.3] and [17.6, 18.4] do not
+    md = (tmp_path / "out" / "summary-msdnet.md").read_text()
+    ent = next(ln for ln in md.splitlines() if ln.startswith("| entropy/geometric"))
+    cells = [c.strip() for c in ent.strip("|").split("|")]
+    assert cells[1] == "74.00 [72.52, 75.48]" and cells[3] == "**15.0 [14.7, 15.3]**"

@@ -7,6 +7,16 @@ Accuracy is hits / N (a fraction) of the policy's own predictions (a policy whos
 calibration changes predictions, such as model-internal ensembling, is scored on
 what it would output); cost is the mean cumulative cost of the exit taken,
 accumulated as in the reference code (see eebench.policies.solvers).
+
+With ``n_boot > 0`` each row also gets ``test_acc_low`` and ``test_acc_high``, a
+percentile bootstrap interval of the point's test accuracy: its exits stay fixed
+(the thresholds were fit on validation and do not move), test samples are
+resampled. The resamples come from eebench.evaluate.summary.bootstrap_weights,
+so every point and policy of one test set, and the summary's intervals, see the
+same resamples when given the same seed: bands of two policies are comparable,
+and a band is the interval the summary would give at that point. With the
+usual 95% and a few hundred resamples the band contains the point's accuracy;
+it is a percentile interval, not forced to.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import numpy as np
 
 from eebench.policies.policy import BasePolicy, OperatingPoint, check_logitset
 from eebench.policies.scores import correctness
-from eebench.policies.solvers import evaluate_exits
+from eebench.policies.solvers import evaluate_exits, hits_at
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,14 +58,56 @@ def curve_rows(
     val_costs: np.ndarray,
     test_costs: np.ndarray,
     extra: dict[str, Any] | None = None,
+    *,
+    n_boot: int = 0,
+    seed: int = 0,
+    ci: float = 0.95,
 ) -> list[dict[str, Any]]:
-    """Curve rows from operating points already computed on both sets."""
+    """Curve rows from operating points already computed on both sets (``n_boot``,
+    ``seed``, ``ci``: the accuracy band, as in budgeted_curve)."""
     if len(val_points) != len(test_points):
         raise ValueError(
             f"{len(val_points)} validation points but {len(test_points)} test points"
         )
     return _rows(name, _val_stats(val_points, val_correct, val_costs), test_points,
-                 test_correct, test_costs, extra)
+                 test_correct, test_costs, extra, _band_spec(n_boot, seed, ci))
+
+
+def _band_spec(n_boot: Any, seed: Any, ci: Any) -> tuple[int, int, float] | None:
+    """Checked bootstrap settings of the accuracy band, or None for no band."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise ValueError(f"n_boot must be a non-negative integer (0: no band), got {n_boot!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    if not isinstance(ci, (int, float)) or not 0 < ci < 1:
+        raise ValueError(f"ci must lie in (0, 1), e.g. 0.95, got {ci!r}")
+    return (int(n_boot), int(seed), float(ci)) if n_boot > 0 else None
+
+
+def accuracy_bands(
+    hits: list[np.ndarray], n_boot: int, seed: int, ci: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) percentile bootstrap intervals of the accuracy of each point, given
+    each point's (N,) per-sample hits; all points share the resamples."""
+    from eebench.evaluate.summary import bootstrap_weights, percentile_interval
+
+    if not hits:
+        return np.empty(0), np.empty(0)
+    n = hits[0].shape[0]
+    if n == 0:
+        nan = np.full(len(hits), np.nan)
+        return nan, nan.copy()
+    stats = np.empty((n_boot, len(hits)))
+    cols = max(1, (1 << 22) // n)  # float64 hit columns per product: about 32 MB at most
+    row = 0
+    for w in bootstrap_weights(n, n_boot, seed):
+        b = w.shape[0]
+        for c0 in range(0, len(hits), cols):
+            h = np.stack(hits[c0:c0 + cols], axis=1).astype(np.float64)
+            stats[row:row + b, c0:c0 + h.shape[1]] = w @ h / n
+        row += b
+    bounds = [percentile_interval(stats[:, j], ci) for j in range(len(hits))]
+    return np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
 
 
 def _val_stats(
@@ -72,11 +124,15 @@ def _rows(
     test_correct: np.ndarray,
     test_costs: np.ndarray,
     extra: dict[str, Any] | None,
+    band: tuple[int, int, float] | None = None,
 ) -> list[dict[str, Any]]:
     k = test_correct.shape[1]
     n_test = test_correct.shape[0]
     rows: list[dict[str, Any]] = []
+    hits: list[np.ndarray] = []  # per point, (N,) bool: kept only for a band
     for i, tp in enumerate(test_points):
+        if band is not None:
+            hits.append(hits_at(np.asarray(tp.exits), test_correct))
         if i >= len(val_stats):
             raise ValueError(f"{len(val_stats)} validation points but more test points")
         va, vc = val_stats[i]
@@ -103,11 +159,23 @@ def _rows(
         rows.append(row)
     if len(rows) != len(val_stats):
         raise ValueError(f"{len(val_stats)} validation points but {len(rows)} test points")
+    if band is not None:
+        low, high = accuracy_bands(hits, *band)
+        for row, lo, hi in zip(rows, low, high):
+            row["test_acc_low"] = float(lo)
+            row["test_acc_high"] = float(hi)
     return rows
 
 
 def budgeted_curve(
-    policy: BasePolicy, val: LogitSet, test: LogitSet, *, fit: bool = True
+    policy: BasePolicy,
+    val: LogitSet,
+    test: LogitSet,
+    *,
+    fit: bool = True,
+    n_boot: int = 0,
+    seed: int = 0,
+    ci: float = 0.95,
 ) -> pd.DataFrame:
     """One row per operating point.
 
@@ -117,9 +185,14 @@ def budgeted_curve(
     it did not reach; empty otherwise), calibration (JSON of the fitted calibration,
     e.g. per-exit temperatures, or "" without one). ``fit=False`` uses a policy
     that is already fitted (on ``val``, by the caller).
+
+    ``n_boot > 0`` adds test_acc_low and test_acc_high (last): the ``ci`` percentile
+    bootstrap interval of test_acc over ``n_boot`` test resamples seeded by ``seed``
+    (the same resamples for every policy given the same test set and seed).
     """
     import pandas as pd
 
+    band = _band_spec(n_boot, seed, ci)
     check_logitset(val, "the validation set")
     check_logitset(test, "the test set")
     if val.num_exits != test.num_exits:
@@ -141,5 +214,6 @@ def budgeted_curve(
         policy_correct(policy, test),
         test.costs,
         {"calibration": json.dumps(cal) if cal else ""},
+        band,
     )
     return pd.DataFrame(rows)

@@ -12,12 +12,19 @@ bootstrap), and per-resample accuracy and cost of all points are one matrix
 product of resample counts with per-sample hit and cost matrices.
 
 Output is long format, one row per (policy, metric[, cost]): policy, metric,
-at_cost, value, ci_low, ci_high, unit, interpolated, note.
+at_cost, value, ci_low, ci_high, unit, interpolated, note, then the paired
+comparison that lets a table call a policy "best" only when the data say so:
+diff_ref (the policy compared with: the best policy of that metric by its
+estimate, or the runner-up for the best itself; the oracle, which knows the
+labels, is never a reference), diff_low and diff_high (the bootstrap interval of
+value minus diff_ref's value over the same resamples). Two policies whose
+intervals overlap can still differ reliably, and two whose intervals barely
+separate may not: the paired difference answers the question directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +38,35 @@ if TYPE_CHECKING:
     from eebench.store.logitset import LogitSet
 
 _BOOT_ELEMENTS = 1 << 23
+# metric -> is a higher value better (for choosing the reference of the paired differences)
+HIGHER_IS_BETTER = {
+    "mean_accuracy": True,
+    "accuracy_at_cost": True,
+    "cost_to_match_last_exit": False,
+    "speedup_vs_last_exit": True,
+}
+SUMMARY_COLUMNS = [
+    "policy", "metric", "at_cost", "value", "ci_low", "ci_high", "unit", "interpolated", "note",
+    "diff_ref", "diff_low", "diff_high",
+]
+
+
+def bootstrap_weights(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Resample counts of ``n`` test samples, ``n_boot`` resamples in all, as (b, n) float64
+    blocks of at most ``_BOOT_ELEMENTS`` entries.
+
+    The one source of resamples of the evaluation: the same ``(n, n_boot, seed)`` gives
+    the same resamples here, in the curves' accuracy bands and in the summaries, so a
+    band and an interval of the same model describe the same bootstrap. ``w @ hits / n``
+    is the accuracy of every resample at once.
+    """
+    rng = np.random.default_rng(seed)
+    step = max(1, _BOOT_ELEMENTS // max(1, n))
+    for start in range(0, n_boot, step):
+        b = min(step, n_boot - start)
+        draw = rng.integers(0, n, size=(b, n))
+        w = np.bincount((draw + (np.arange(b) * n)[:, None]).ravel(), minlength=b * n)
+        yield w.reshape(b, n).astype(np.float64)
 
 
 def _xy(cost: np.ndarray, acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +102,11 @@ def cost_to_reach(x: np.ndarray, y: np.ndarray, target: float) -> float:
         return float(x[0])
     x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
     return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
+
+
+def percentile_interval(stats: np.ndarray, ci: float) -> tuple[float, float]:
+    """The central ``ci`` percentile interval of the finite values of ``stats``."""
+    return _ci(stats, ci)
 
 
 def _ci(stats: np.ndarray, ci: float) -> tuple[float, float]:
@@ -185,15 +226,10 @@ def summarize(
                     f"of the same fitted policy, in curve order"
                 )
             mats[p] = (h, c)
-        rng = np.random.default_rng(seed)
-        step = max(1, _BOOT_ELEMENTS // n)
         stats: dict[str, list[list[float]]] = {p: [] for p in mats}
         last = correct[:, -1].astype(np.float64)
-        for start in range(0, n_boot, step):
-            b = min(step, n_boot - start)
-            draw = rng.integers(0, n, size=(b, n))
-            w = np.bincount((draw + (np.arange(b) * n)[:, None]).ravel(), minlength=b * n)
-            w = w.reshape(b, n).astype(np.float64)
+        for w in bootstrap_weights(n, n_boot, seed):
+            b = w.shape[0]
             target_b = w @ last / n if last_acc is not None else None
             for p, (h, c) in mats.items():
                 acc_b = w @ h / n
@@ -207,10 +243,15 @@ def summarize(
         f"{ci:.0%} percentile bootstrap, {n_boot} test resamples (seed {seed}), exits fixed per point"
     )
     no_boot_note = "no interval: pass test= and points= (and n_boot > 0) for a bootstrap"
+    values = {p: metrics(*curves[p], last_acc) for p in names}
+    metric_names = ["mean_accuracy", *(["accuracy_at_cost"] * len(at_costs))]
+    if last_acc is not None:
+        metric_names += ["cost_to_match_last_exit", "speedup_vs_last_exit"]
+    refs = _paired_references(values, boot, metric_names)
     rows: list[dict[str, Any]] = []
     for p in names:
         x, y = curves[p]
-        vals = metrics(x, y, last_acc)
+        vals = values[p]
         specs: list[tuple[str, float, str, bool, str]] = [
             (
                 "mean_accuracy",
@@ -264,6 +305,10 @@ def summarize(
                 finite = int(np.isfinite(boot[p][:, j]).sum())
                 if 0 < finite < n_boot:
                     note = f"{note}; defined in {finite} of {n_boot} resamples (interval over those)"
+            ref = refs[j].get(p, "")
+            d_lo, d_hi = (
+                _ci(boot[p][:, j] - boot[ref][:, j], ci) if ref else (float("nan"), float("nan"))
+            )
             rows.append(
                 {
                     "policy": p,
@@ -275,9 +320,36 @@ def summarize(
                     "unit": unit,
                     "interpolated": interp,
                     "note": f"{note}; {boot_note if p in boot else no_boot_note}",
+                    "diff_ref": ref,
+                    "diff_low": d_lo,
+                    "diff_high": d_hi,
                 }
             )
-    return pd.DataFrame(
-        rows,
-        columns=["policy", "metric", "at_cost", "value", "ci_low", "ci_high", "unit", "interpolated", "note"],
-    )
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _paired_references(
+    values: Mapping[str, list[float]], boot: Mapping[str, np.ndarray], metric_names: list[str]
+) -> list[dict[str, str]]:
+    """Per metric, policy -> the policy its paired difference is taken against.
+
+    Only policies with bootstrap statistics and a finite estimate take part, never the
+    oracle. Every policy is compared with the best one (by estimate; the first in curve
+    order on a tie), and the best with the runner-up, so that one row says whether the
+    best is ahead by more than resampling noise.
+    """
+    refs: list[dict[str, str]] = []
+    for j, metric in enumerate(metric_names):
+        higher = HIGHER_IS_BETTER.get(metric, True)
+        cands = [
+            p for p in values
+            if p in boot and str(p).strip().lower() != "oracle" and np.isfinite(values[p][j])
+        ]
+        ranked = sorted(cands, key=lambda p: -values[p][j] if higher else values[p][j])
+        out: dict[str, str] = {}
+        if len(ranked) >= 2:
+            best = ranked[0]
+            out = {p: best for p in ranked[1:]}
+            out[best] = ranked[1]
+        refs.append(out)
+    return refs

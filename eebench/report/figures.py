@@ -1,20 +1,28 @@
-"""The report's figures, drawn from result frames: anytime curves, budgeted-batch curves,
-exit distributions per operating point, and reliability diagrams.
+"""The report's figures, drawn from result frames: anytime curves, budgeted-batch curves
+with bootstrap bands, exit distributions of every learned policy, and reliability
+diagrams before and after calibration.
 
 Every function returns a matplotlib Figure made without pyplot (no global
 state, no GUI backend) in the style of eebench.report.style; ``save_figure``
-writes it as PDF and PNG. A model keeps its colour in every figure, and the
-baselines keep one look everywhere: the oracle is a black star, random exits a
-grey dashed line, static exits squares in the model's colour. Numbers from
-papers (``published``) are drawn hollow, grey and dotted so that nobody can
-mistake them for numbers measured here.
+writes it as PDF and PNG. A model keeps its colour in every figure of a report,
+a policy its colour and marker in every figure of every report
+(eebench.report.style.policy_styles), and the baselines keep one look
+everywhere: the oracle is a black star, random exits a grey dashed line, static
+exits white squares. Numbers from papers (``published``) are drawn hollow, grey
+and dotted so that nobody can mistake them for numbers measured here.
+
+Legends go below the panels, in as many columns as fit the figure's width;
+when the full policy names would make the legend tall next to the panels, the
+legend uses short labels and the figure records the key to them in its
+``eebench_label_key`` attribute (the report prints it beside the figure).
 """
 
 from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +37,7 @@ from eebench.report.frames import (
     policy_kind,
     require_columns,
 )
-from eebench.report.reliability import ece_from_bins
+from eebench.report.reliability import calibrated_rows, ece_from_bins, raw_rows
 from eebench.report.style import (
     BASELINE_GREY,
     DOUBLE_COLUMN_IN,
@@ -40,11 +48,13 @@ from eebench.report.style import (
     SINGLE_COLUMN_IN,
     STATIC_MARKER,
     CostScale,
+    abbreviation_key,
     cost_scale,
-    format_cost,
     new_figure,
     palette,
     paper_style,
+    policy_styles,
+    short_policy_label,
 )
 
 if TYPE_CHECKING:
@@ -56,6 +66,9 @@ MAX_MARKERS_PER_LINE = 10
 SPARSE_BIN_SHARE = 0.01  # reliability bins with fewer samples than this share are drawn light
 SPARSE_ALPHA = 0.35
 RANDOM_DASHES = ("--", "-.", (0, (5, 1.5, 1, 1.5, 1, 1.5)), (0, (1, 1)))
+BAND_ALPHA = 0.12  # bootstrap bands of up to 4 policies; more policies get lighter bands
+LEGEND_MAX_SHARE = 0.4  # a legend taller than this share of the panels switches to short labels
+STATIC_LABEL = "static exits"
 
 
 def published_label(model: str, source: str) -> str:
@@ -75,15 +88,27 @@ def _scale_for(scale: CostScale | None, cost_unit: str, *costs: Any) -> CostScal
     return cost_scale(cost_unit, vals)
 
 
-def _legend_below(fig: Figure, axes: Sequence[Axes], ncols: int, axes_height: float) -> None:
+def _legend_below(
+    fig: Figure,
+    axes: Sequence[Axes],
+    ncols: int | None,
+    axes_height: float,
+    short: Mapping[str, str] | None = None,
+    first: Sequence[str] = (),
+) -> None:
     """One legend for all panels, outside under them, duplicate labels once.
 
-    The legend is measured with the Agg renderer: columns are dropped (and
-    labels wrapped) until it fits the figure's width, then the figure grows
-    by the legend's height so that the panels keep ``axes_height`` inches.
+    The legend is measured with the Agg renderer: it takes as many columns as fit
+    the figure's width (at most ``ncols``; None: no limit), wrapping labels only
+    when one column is too wide. When ``short`` (label -> short label) is given and
+    the legend would be taller than ``LEGEND_MAX_SHARE`` of the panels, the short
+    labels are used and ``fig.eebench_label_key`` says what they stand for. Labels in
+    ``first`` lead the legend. The figure then grows by the legend's height so that
+    the panels keep ``axes_height`` inches.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    fig.eebench_label_key = ""
     seen: dict[str, Any] = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -92,22 +117,40 @@ def _legend_below(fig: Figure, axes: Sequence[Axes], ncols: int, axes_height: fl
     if not seen:
         fig.set_figheight(axes_height)
         return
+    seen = {**{lab: seen[lab] for lab in first if lab in seen}, **seen}
     renderer = FigureCanvasAgg(fig).get_renderer()
-    room = fig.get_figwidth() - 0.1
     handles, labels = list(seen.values()), list(seen)
+    leg = _fit_legend(fig, handles, labels, ncols, renderer)
+    height = leg.get_window_extent(renderer).height / fig.dpi
+    if short and height > LEGEND_MAX_SHARE * axes_height:
+        short_labels = [short.get(lab, lab) for lab in labels]
+        if short_labels != labels:
+            leg.remove()
+            leg = _fit_legend(fig, handles, short_labels, ncols, renderer)
+            height = leg.get_window_extent(renderer).height / fig.dpi
+            fig.eebench_label_key = abbreviation_key(lab for lab in labels if lab in short)
+    fig.set_figheight(axes_height + height + 0.06)
+
+
+def _fit_legend(fig: Figure, handles: list, labels: list[str], ncols: int | None,
+                renderer: Any) -> Any:
+    """The widest legend (most columns, then least wrapping) that fits the figure's width."""
+    room = fig.get_figwidth() - 0.1
+    top = len(labels) if ncols is None else max(1, min(ncols, len(labels)))
     leg = None
-    for wrap in (None, 60, 45, 32, 24):
+    for wrap in (None, 60, 45, 32, 24, 16):
         texts = labels if wrap is None else [textwrap.fill(t, wrap) for t in labels]
-        for nc in range(max(1, min(ncols, len(labels))), 0, -1):
+        for nc in range(top, 0, -1):
             if leg is not None:
                 leg.remove()
-            leg = fig.legend(handles, texts, loc="outside lower center", ncols=nc)
+            # balanced rows: as few rows as nc columns allow, spread evenly
+            rows = math.ceil(len(labels) / nc)
+            nc = math.ceil(len(labels) / rows)
+            leg = fig.legend(handles, texts, loc="outside lower center", ncols=nc,
+                             handlelength=1.6, handletextpad=0.5, columnspacing=0.9)
             if leg.get_window_extent(renderer).width / fig.dpi <= room:
-                break
-        if leg.get_window_extent(renderer).width / fig.dpi <= room:
-            break
-    height = leg.get_window_extent(renderer).height / fig.dpi
-    fig.set_figheight(axes_height + height + 0.06)
+                return leg
+    return leg
 
 
 def _draw_published(ax: Axes, pub: pd.DataFrame, scale: CostScale, markers: dict) -> None:
@@ -214,6 +257,34 @@ def _facet_grid(n: int) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
+def random_dash(name: str) -> Any:
+    """The dash pattern of a random baseline, the same for a name in every figure
+    (plain ``random`` is dashed)."""
+    if str(name).strip().lower() == "random":
+        return RANDOM_DASHES[0]
+    return RANDOM_DASHES[zlib.crc32(str(name).encode("utf-8")) % len(RANDOM_DASHES)]
+
+
+def _band(sub: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """(low, high) accuracy band (in %) of one policy's rows sorted by cost, or None when
+    the rows carry no band (results written before bands existed, or n_boot = 0)."""
+    if "test_acc_low" not in sub.columns or "test_acc_high" not in sub.columns:
+        return None
+    lo = sub["test_acc_low"].to_numpy(dtype=np.float64)
+    hi = sub["test_acc_high"].to_numpy(dtype=np.float64)
+    if not (np.isfinite(lo).any() and np.isfinite(hi).any()):
+        return None
+    return 100 * lo, 100 * hi
+
+
+def has_bands(curves: pd.DataFrame) -> bool:
+    """Whether the curves carry bootstrap accuracy bands for some learned policy."""
+    if "test_acc_low" not in curves.columns or "test_acc_high" not in curves.columns:
+        return False
+    learned = curves["policy"].astype(str).map(policy_kind) == "learned"
+    return bool(np.isfinite(curves.loc[learned, "test_acc_low"].to_numpy(dtype=np.float64)).any())
+
+
 def plot_budgeted(
     curves: pd.DataFrame,
     cost_unit: str = "MACs",
@@ -225,11 +296,13 @@ def plot_budgeted(
 ) -> Figure:
     """Test top-1 (%) against mean test cost, one panel per model and one line per policy.
 
-    Learned policies are coloured lines with markers; ``random`` is a grey dashed
-    line, the oracle a black star, static exits squares in the model's colour
-    (as in the anytime figure). ``published`` rows with setting "budgeted" are
-    drawn in the panel of the model of the same name, and in every panel when
-    no measured model has that name. ``policies`` restricts (and orders) the policies.
+    Learned policies are lines with markers in their own colour (the same in every
+    report), with their bootstrap band (``test_acc_low`` .. ``test_acc_high``, when
+    the curves have it) drawn light around the line; ``random`` is a grey dashed
+    line, the oracle a black star, static exits white squares. ``published`` rows
+    with setting "budgeted" are drawn in the panel of the model of the same name,
+    and in every panel when no measured model has that name. ``policies`` restricts
+    (and orders) the policies.
     """
     import pandas as pd
 
@@ -243,15 +316,12 @@ def plot_budgeted(
     pub_markers = _published_markers(pub) if pub is not None else {}
     pols = list(policies) if policies is not None else ordered(curves["policy"])
     learned = [p for p in pols if policy_kind(p) == "learned"]
-    mcolors = model_colors(all_models)
-    pcolors = dict(zip(learned, palette(len(all_models) + len(learned))[len(all_models):]))
-    pmarkers = {p: LINE_MARKERS[i % len(LINE_MARKERS)] for i, p in enumerate(learned)}
-    randoms = [p for p in pols if policy_kind(p) == "random"]
-    pdashes = {p: RANDOM_DASHES[i % len(RANDOM_DASHES)] for i, p in enumerate(randoms)}
+    styles = policy_styles(learned)
+    # overlapping bands add up: the more policies, the lighter each band
+    band_alpha = min(BAND_ALPHA, BAND_ALPHA * 2 / math.sqrt(max(1, len(learned))))
 
     nrows, ncols = _facet_grid(max(1, len(panel_models)))
     width = SINGLE_COLUMN_IN if ncols == 1 else DOUBLE_COLUMN_IN
-    legend_cols = 2 if ncols == 1 else 3 if ncols == 2 else 4
     with paper_style():
         fig = new_figure(width, 2.3 * nrows)
         axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -261,21 +331,26 @@ def plot_budgeted(
             used.append(ax)
             df = curves[curves["model"].astype(str) == m]
             for p in pols:
-                sub = df[df["policy"] == p].sort_values("test_cost")
+                sub = df[df["policy"] == p].sort_values("test_cost", kind="stable")
                 if sub.empty:
                     continue
                 x = scale(sub["test_cost"])
                 y = 100 * sub["test_acc"].to_numpy(dtype=np.float64)
                 kind = policy_kind(p)
                 if kind == "learned":
+                    st = styles[p]
+                    band = _band(sub)
+                    if band is not None:
+                        ax.fill_between(x, band[0], band[1], color=st.color, alpha=band_alpha,
+                                        linewidth=0, zorder=1.2)
                     ax.plot(
-                        x, y, color=pcolors[p], marker=pmarkers[p], label=p, zorder=2,
+                        x, y, color=st.color, marker=st.marker, label=p, zorder=2,
                         markevery=max(1, math.ceil(len(x) / MAX_MARKERS_PER_LINE)),
                     )
                 elif kind == "random":
                     ax.plot(
-                        x, y, color=BASELINE_GREY, linestyle=pdashes[p], linewidth=1.0, label=p,
-                        zorder=1.8,
+                        x, y, color=BASELINE_GREY, linestyle=random_dash(p), linewidth=1.0,
+                        label=p, zorder=1.8,
                     )
                 elif kind == "oracle":
                     ax.plot(
@@ -285,8 +360,8 @@ def plot_budgeted(
                 else:  # static exits
                     ax.plot(
                         x, y, linestyle="none", marker=STATIC_MARKER, markersize=4.5,
-                        color=mcolors[m], markeredgecolor="black", markeredgewidth=0.5,
-                        label=f"static exits, {m}", zorder=3,
+                        color="white", markeredgecolor="black", markeredgewidth=0.7,
+                        label=STATIC_LABEL, zorder=3,
                     )
             if pub is not None:
                 here = pub[pub["model"].astype(str) == m]
@@ -310,7 +385,8 @@ def plot_budgeted(
             ax.set_ylabel("test top-1 accuracy (%)")
         for j in range(max(1, len(panel_models)), nrows * ncols):
             axes[j // ncols][j % ncols].set_visible(False)
-        _legend_below(fig, used, legend_cols, 2.3 * nrows)
+        _legend_below(fig, used, None, 2.3 * nrows,
+                      short={p: short_policy_label(p) for p in pols})
     return fig
 
 
@@ -338,71 +414,141 @@ def default_policy(curves: pd.DataFrame) -> str:
     return learned[0]
 
 
+EXIT_PANEL_COLS = 5  # most policies per row of the exit-distribution figure (7 in wide)
+FEW_POINTS = 4  # policies with fewer operating points get bars, not areas
+
+
+def _frac_columns(curves: pd.DataFrame) -> list[str]:
+    return sorted(
+        (c for c in curves.columns if c.startswith("frac_") and c[5:].isdigit()),
+        key=lambda c: int(c[5:]),
+    )
+
+
 def plot_exit_distribution(
     curves: pd.DataFrame,
     cost_unit: str = "MACs",
     *,
     policy: str | None = None,
+    policies: Sequence[str] | None = None,
     scale: CostScale | None = None,
     models: Sequence[str] | None = None,
     anytime: pd.DataFrame | None = None,
 ) -> Figure:
-    """Stacked bars of the share of test samples leaving at each exit, one bar per operating
-    point of ``policy`` (default: the first learned policy), in order of mean test cost;
-    one row of bars per model. ``anytime`` (optional) supplies exit names."""
+    """Where the test samples leave, for every learned policy: one small panel per model
+    and policy, the share of samples at each exit stacked against the mean test cost of
+    the operating point (between two points, the shares of mixing them).
+
+    Every learned policy is drawn unless ``policies`` (or the single ``policy``) names
+    the ones to draw. One block of panels per model, titled with the model, with the
+    exits' legend at its right; panels of a model share their axes. ``anytime``
+    (optional) supplies exit names.
+    """
     require_columns(curves, CURVE_COLUMNS, "the curves frame")
-    frac_cols = sorted(
-        (c for c in curves.columns if c.startswith("frac_") and c[5:].isdigit()),
-        key=lambda c: int(c[5:]),
-    )
+    frac_cols = _frac_columns(curves)
     if not frac_cols:
         raise ValueError("the curves frame has no frac_0 .. frac_{K-1} columns of exit fractions")
-    policy = policy or default_policy(curves)
+    if policy is not None and policies is not None:
+        raise ValueError("give policy= (one) or policies= (several), not both")
+    if policies is not None:
+        wanted = [str(p) for p in policies]
+    elif policy is not None:
+        wanted = [str(policy)]
+    else:
+        wanted = learned_policies(curves["policy"].astype(str))
+        if not wanted:
+            default_policy(curves)  # raises: no learned policy
     models = list(models) if models is not None else ordered(curves["model"])
-    picked = []
+    blocks: list[tuple[str, list[tuple[str, pd.DataFrame]]]] = []
     for m in models:
-        df = curves[(curves["model"].astype(str) == m) & (curves["policy"] == policy)]
-        if not df.empty:
-            picked.append((m, df.sort_values("test_cost")))
-    if not picked:
+        dm = curves[curves["model"].astype(str) == m]
+        panels = [(p, dm[dm["policy"] == p].sort_values("test_cost", kind="stable"))
+                  for p in wanted]
+        panels = [(p, df) for p, df in panels if not df.empty]
+        if panels:
+            blocks.append((m, panels))
+    if not blocks:
         raise ValueError(
-            f"no model has operating points of policy {policy!r}; "
+            f"no model has operating points of policy {', '.join(map(repr, wanted))}; "
             f"policies present: {ordered(curves['policy'])}"
         )
     scale = _scale_for(scale, cost_unit, curves["test_cost"])
+    styles = policy_styles(wanted)
+    most = max(len(panels) for _, panels in blocks)
+    ncols = math.ceil(most / math.ceil(most / EXIT_PANEL_COLS))  # fewest rows, balanced
+    budget = 34 if ncols <= 2 else 24 if ncols == 3 else 18 if ncols == 4 else 14
+    titles = {p: p for p in wanted}
+    if any(len(p) > budget for p in wanted):  # one rule for all panels: all short
+        titles = {p: textwrap.fill(short_policy_label(p), budget) for p in wanted}
+    panel_h = 1.25
+    panel_w = (DOUBLE_COLUMN_IN - 1.2) / ncols  # about: the exits' legend takes the rest
+    rows_of = [math.ceil(len(panels) / ncols) for _, panels in blocks]
+    heights = [0.42 + panel_h * r + 0.32 for r in rows_of]  # title, panels, tick labels
     import seaborn as sns
 
     with paper_style():
-        fig = new_figure(DOUBLE_COLUMN_IN, 0.35 + 1.75 * len(picked))
-        axes = fig.subplots(len(picked), 1, squeeze=False)[:, 0]
-        for ax, (m, df) in zip(axes, picked):
-            used = [c for c in frac_cols if df[c].notna().any()]
-            k = len(used)
-            fr = 100 * df[used].fillna(0.0).to_numpy(dtype=np.float64)
-            pos = np.arange(len(df))
+        fig = new_figure(DOUBLE_COLUMN_IN, sum(heights))
+        subs = fig.subfigures(len(blocks), 1, height_ratios=heights, squeeze=False)[:, 0]
+        for sf, (m, panels), nrows in zip(subs, blocks, rows_of):
+            axes = sf.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+            k = max(
+                (max((j for j, c in enumerate(frac_cols) if df[c].notna().any()), default=0)
+                 for _, df in panels),
+                default=0,
+            ) + 1
             colors = sns.color_palette("viridis", k)
             names = _exit_names(anytime, m, k)
-            bottom = np.zeros(len(df))
-            for j in range(k):
-                ax.bar(pos, fr[:, j], bottom=bottom, width=0.82, color=colors[j], label=names[j],
-                       linewidth=0)
-                bottom += fr[:, j]
-            step = max(1, math.ceil(len(df) / 16))
-            ticks = pos[::step]
-            ax.set_xticks(ticks)
-            ax.set_xticklabels(
-                [format_cost(float(v)) for v in scale(df["test_cost"].to_numpy())[::step]]
-            )
-            ax.set_xlim(-0.6, len(df) - 0.4)
-            ax.set_ylim(0, 100)
-            ax.set_ylabel("test samples (%)")
-            ax.set_title(f"{m}: {policy}")
-            ax.grid(axis="x", visible=False)
-            ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), title="exit", reverse=True)
-        axes[-1].set_xlabel(
-            f"operating points, labelled by mean test cost per image ({scale.label})"
-        )
+            span = np.concatenate([scale(df["test_cost"].to_numpy()) for _, df in panels])
+            width = 0.025 * float(np.ptp(span)) if np.ptp(span) > 0 else 1.0
+            pad = width if any(len(df) < FEW_POINTS for _, df in panels) else 0.0
+            for i, (p, df) in enumerate(panels):
+                ax = axes[i // ncols][i % ncols]
+                x = scale(df["test_cost"].to_numpy())
+                fr = 100 * df[frac_cols[:k]].fillna(0.0).to_numpy(dtype=np.float64)
+                if len(df) < FEW_POINTS:  # a few points: one stacked bar each
+                    bottom = np.zeros(len(df))
+                    for j in range(k):
+                        ax.bar(x, fr[:, j], bottom=bottom, width=width, color=colors[j],
+                               label=names[j], linewidth=0)
+                        bottom += fr[:, j]
+                else:
+                    ax.stackplot(x, fr.T, colors=colors, labels=names, linewidth=0)
+                ax.set_ylim(0, 100)
+                ax.set_xlim(float(span.min()) - pad, float(span.max()) + pad)
+                # the title starts 11 pt right of the panel's edge, after the marker
+                ax.set_title(titles[p], loc="left", x=11 / 72 / panel_w)
+                _title_marker(ax, styles[p])
+                ax.grid(axis="both", visible=False)
+                ax.locator_params(axis="x", nbins=5)
+                if i % ncols == 0:
+                    ax.set_ylabel("samples (%)")
+                if i + ncols >= len(panels):
+                    ax.xaxis.set_tick_params(labelbottom=True)
+            for j in range(len(panels), nrows * ncols):
+                axes[j // ncols][j % ncols].set_visible(False)
+            sf.supxlabel(scale.axis_label("mean test cost per image"), fontsize=8)
+            sf.suptitle(m, fontsize=8, fontweight="bold")
+            handles, labels = axes[0][0].get_legend_handles_labels()
+            keep = [(h, lab) for h, lab in zip(handles, labels) if not lab.startswith("_")]
+            sf.legend([h for h, _ in keep][::-1], [lab for _, lab in keep][::-1],
+                      loc="outside right upper", title="exit")
+        if any(titles[p] != p for p in wanted):
+            fig.eebench_label_key = abbreviation_key(wanted)
     return fig
+
+
+def _title_marker(ax: Axes, style: Any) -> None:
+    """The policy's marker in its colour left of the panel title (on the title's last
+    line), so that a panel is matched to its line in the budgeted figure at a glance."""
+    import matplotlib
+    from matplotlib.transforms import offset_copy
+
+    pad = float(matplotlib.rcParams["axes.titlepad"])
+    size = float(ax.title.get_fontsize())
+    tr = offset_copy(ax.transAxes, fig=ax.figure, x=4.0, y=pad + 0.4 * size, units="points")
+    ax.plot([0.0], [1.0], transform=tr, marker=style.marker, color=style.color,
+            markeredgecolor="black", markeredgewidth=0.3, markersize=5, clip_on=False,
+            linestyle="none", label="_marker", zorder=5)
 
 
 # ---------------------------------------------------------------- (4) reliability
@@ -411,10 +557,12 @@ def plot_exit_distribution(
 def plot_reliability(
     reliability: pd.DataFrame, *, models: Sequence[str] | None = None
 ) -> Figure:
-    """Reliability diagrams: one small panel per exit (columns) and model (rows), bars of
-    accuracy per confidence bin against the diagonal, the exit's ECE in the panel title.
-    Bins holding less than 1% of an exit's samples are drawn light: their accuracy is noise."""
+    """Reliability diagrams of the raw outputs: one small panel per exit (columns) and model
+    (rows), bars of accuracy per confidence bin against the diagonal, the exit's ECE in the
+    panel title. Bins holding less than 1% of an exit's samples are drawn light: their
+    accuracy is noise. Rows of calibrated policies are left to ``plot_calibration``."""
     require_columns(reliability, RELIABILITY_REQUIRED, "the reliability frame")
+    reliability = raw_rows(reliability)
     models = list(models) if models is not None else ordered(reliability["model"])
     models = [m for m in models if (reliability["model"].astype(str) == m).any()]
     if not models:
@@ -464,6 +612,112 @@ def plot_reliability(
                     ax.set_ylabel(f"{textwrap.fill(m, 24)}\naccuracy")
                 if i == len(models) - 1 or j >= len(exits.get(models[min(i + 1, len(models) - 1)], [])):
                     ax.set_xlabel("confidence")
+    return fig
+
+
+def _exit_bins(df: pd.DataFrame, e: int) -> pd.DataFrame:
+    return df[df["exit"].astype(int) == e].sort_values("bin_low")
+
+
+def calibration_groups(reliability: pd.DataFrame, model: str) -> list[tuple[str, list[str]]]:
+    """(row label, policies) of one model's calibrated rows: policies whose rows are the
+    same bins (the same calibration fit on the same outputs) share one row, labelled by
+    the calibration's name."""
+    cal = calibrated_rows(reliability)
+    cal = cal[cal["model"].astype(str) == model]
+    groups: list[tuple[tuple, str, list[str]]] = []
+    for p in ordered(cal["policy"]):
+        rows = cal[cal["policy"].astype(str) == p].sort_values(["exit", "bin_low"])
+        key = tuple(rows["count"].astype(int)) + tuple(np.round(rows["accuracy"].fillna(-1), 12))
+        name = str(rows["calibration"].iloc[0]) if "calibration" in rows.columns else p
+        for k, label, members in groups:
+            if k == key and label == name:
+                members.append(p)
+                break
+        else:
+            groups.append((key, name, [p]))
+    return [(label, members) for _, label, members in groups]
+
+
+def plot_calibration(
+    reliability: pd.DataFrame, *, models: Sequence[str] | None = None
+) -> Figure:
+    """Reliability before and after calibration: one row per model and calibration (policies
+    with the same fitted calibration share a row), one panel per exit. The raw outputs are
+    light grey bars, the calibrated ones a line of the policy's colour and marker through
+    (mean confidence, accuracy) of each bin; the panel title gives the ECE before -> after.
+    Bins holding less than 1% of the exit's samples are left out of the line."""
+    require_columns(reliability, (*RELIABILITY_REQUIRED, "policy"), "the reliability frame")
+    raw = raw_rows(reliability)
+    models = list(models) if models is not None else ordered(reliability["model"])
+    rows: list[tuple[str, str, list[str]]] = []
+    for m in models:
+        for label, members in calibration_groups(reliability, m):
+            rows.append((m, label, members))
+    if not rows:
+        raise ValueError(
+            "the reliability frame has no rows of a calibrated policy (policy column empty "
+            "everywhere): re-run the suite with a policy that calibrates, e.g. "
+            "calibration = \"temperature\""
+        )
+    styles = policy_styles(ordered(p for _, _, members in rows for p in members))
+    cal = calibrated_rows(reliability)
+    exits = {
+        m: sorted(int(e) for e in reliability.loc[reliability["model"].astype(str) == m, "exit"]
+                  .unique())
+        for m, _, _ in rows
+    }
+    kmax = max(len(exits[m]) for m, _, _ in rows)
+    panel = min(1.45, (DOUBLE_COLUMN_IN - 0.55) / kmax)
+    width = max(SINGLE_COLUMN_IN, min(DOUBLE_COLUMN_IN, panel * kmax + 0.55))
+    with paper_style():
+        fig = new_figure(width, (panel + 0.45) * len(rows) + 0.2)
+        fig.get_layout_engine().set(w_pad=0.09, wspace=0.0)
+        axes = fig.subplots(len(rows), kmax, squeeze=False)
+        for i, (m, label, members) in enumerate(rows):
+            p = members[0]
+            st = styles[p]
+            dr = raw[raw["model"].astype(str) == m]
+            dc = cal[(cal["model"].astype(str) == m) & (cal["policy"].astype(str) == p)]
+            for j in range(kmax):
+                ax = axes[i][j]
+                if j >= len(exits[m]):
+                    ax.set_visible(False)
+                    continue
+                e = exits[m][j]
+                b = _exit_bins(dr, e)
+                c = _exit_bins(dc, e)
+                nz = b[b["count"] > 0]
+                raw_share = nz["count"].to_numpy(dtype=np.float64) / max(1.0, float(b["count"].sum()))
+                for sparse, alpha in ((False, 1.0), (True, SPARSE_ALPHA)):
+                    sel = nz[(raw_share < SPARSE_BIN_SHARE) == sparse]
+                    ax.bar(sel["bin_low"], sel["accuracy"], width=(sel["bin_high"] - sel["bin_low"]),
+                           align="edge", color="0.78", alpha=alpha, edgecolor="white",
+                           linewidth=0.3, zorder=2, label="before (raw outputs)")
+                share = c["count"].to_numpy(dtype=np.float64) / max(1.0, float(c["count"].sum()))
+                cz = c[(c["count"] > 0) & (share >= SPARSE_BIN_SHARE)]
+                ax.plot(cz["mean_confidence"], cz["accuracy"], color=st.color, marker=st.marker,
+                        markersize=3.2, linewidth=1.0, zorder=4, label=f"after {label}")
+                ax.plot([0, 1], [0, 1], linestyle="--", color=BASELINE_GREY, linewidth=0.8,
+                        zorder=3)
+                ax.set_xlim(0, 1)
+                ax.set_ylim(0, 1)
+                ax.set_aspect("equal")
+                ax.set_xticks([0, 0.5, 1])
+                ax.set_yticks([0, 0.5, 1])
+                ax.set_xticklabels(["0", ".5", "1"])
+                ax.set_yticklabels(["0", ".5", "1"] if j == 0 else [])
+                name = b["exit_name"].iloc[0] if "exit_name" in b.columns and len(b) else None
+                head = f"{e}: {name}" if isinstance(name, str) else f"exit {e}"
+                ax.set_title(
+                    f"{head}\nECE {100 * ece_from_bins(b):.1f}→{100 * ece_from_bins(c):.1f}%"
+                )
+                if j == 0:
+                    ax.set_ylabel(f"{textwrap.fill(m, 22)}\n{textwrap.fill(label, 22)}\naccuracy")
+                if i == len(rows) - 1 or j >= len(exits[rows[i + 1][0]]):
+                    ax.set_xlabel("confidence")
+        _legend_below(fig, [ax for r in axes for ax in r if ax.get_visible()], None,
+                      fig.get_figheight(), first=["before (raw outputs)"])
     return fig
 
 

@@ -154,8 +154,8 @@ def load_results(results_dir: str | Path) -> Results:
         require_columns(df, columns, str(path))
         if "model" in df.columns:
             df["model"] = df["model"].astype(str)
-        if "policy" in df.columns:
-            df["policy"] = df["policy"].astype(str)
+        if "policy" in df.columns:  # an empty cell (the raw rows of reliability.csv) stays ""
+            df["policy"] = df["policy"].fillna("").astype(str)
         return df
 
     anytime = read("anytime.csv", ANYTIME_COLUMNS)
@@ -228,17 +228,20 @@ def build_report(
     returns the path of index.md.
 
     ``published`` (columns source, model, setting, gmacs, top1 in %) is overlaid
-    on the anytime and budgeted figures. ``exit_policy`` picks the policy of the
-    exit-distribution figure (default: the first learned policy).
+    on the anytime and budgeted figures. ``exit_policy`` restricts the
+    exit-distribution figure to one policy (default: every learned policy).
     """
     from eebench.report.figures import (
+        has_bands,
         plot_anytime,
         plot_budgeted,
+        plot_calibration,
         plot_exit_distribution,
         plot_latency_curves,
         plot_reliability,
         plot_speedup,
     )
+    from eebench.report.reliability import calibrated_rows
     from eebench.report.style import cost_scale, paper_style, save_figure
     from eebench.report.tables import anytime_tables, budget_tables, speed_table, summary_tables
 
@@ -275,7 +278,8 @@ def build_report(
 
         def save(fig: Any, stem: str, heading: str, line: str) -> None:
             save_figure(fig, out / stem)
-            figures.append((stem, heading, line))
+            key = getattr(fig, "eebench_label_key", "")
+            figures.append((stem, heading, f"{line} {key}" if key else line))
 
         save(
             plot_anytime(res.anytime, unit, published=published, scale=scale, models=models),
@@ -290,27 +294,29 @@ def build_report(
             "budgeted",
             "Budgeted-batch accuracy",
             "Test top-1 accuracy against mean test cost per image for each exit policy "
-            f"(thresholds fit on {_fit_text(res.curves)}); one panel per model. Oracle: black star; "
-            "random exits: grey dashed; static exits: squares in the model's colour.",
+            f"(thresholds fit on {_fit_text(res.curves)}); one panel per model"
+            + (f"; light bands: {_band_text(res)}" if has_bands(res.curves) else "")
+            + ". A policy has the same colour and marker in every figure and report. Oracle: "
+            "black star; random exits: grey dashed; static exits: white squares.",
         )
-        try:
-            policy = exit_policy or learned_policies(res.curves["policy"])[0]
-        except IndexError:
-            policy = None
+        learned = learned_policies(res.curves["policy"])
         frac = [c for c in res.curves.columns if c.startswith("frac_")]
-        if policy is None:
+        if not (exit_policy or learned):
             skipped.append("Exit distributions: curves.csv holds no learned policy.")
         elif not frac:
             skipped.append("Exit distributions: curves.csv has no frac_k columns.")
         else:
+            which = exit_policy or "every learned policy"
             save(
                 plot_exit_distribution(
-                    res.curves, unit, policy=policy, scale=scale, models=models, anytime=res.anytime
+                    res.curves, unit, policy=exit_policy, scale=scale, models=models,
+                    anytime=res.anytime,
                 ),
                 "exit_distribution",
                 "Exit distributions",
-                f"Share of test samples leaving at each exit for every operating point of "
-                f"{policy}, operating points in order of mean test cost.",
+                f"Share of test samples leaving at each exit for {which} (one panel per model and "
+                "policy, the policy's marker beside its name), stacked against the mean test cost "
+                "of the operating point.",
             )
         speed = _read_speed(res.folder)  # optional: suites without a [speed] section
         if speed is not None:
@@ -342,12 +348,23 @@ def build_report(
                 "probability against the diagonal of perfect calibration; ECE in each title; light "
                 "bars hold less than 1% of the exit's samples.",
             )
+            if "policy" in res.reliability.columns and not calibrated_rows(res.reliability).empty:
+                save(
+                    plot_calibration(res.reliability, models=models),
+                    "calibration",
+                    "Reliability before and after calibration",
+                    "Per exit (columns), model and calibration (rows): test accuracy per bin of "
+                    "maximum probability of the raw outputs (grey bars) and of the calibrated "
+                    "policy (line in the policy's colour, bins with at least 1% of the samples); "
+                    "ECE before → after in each title. Policies sharing a calibration share a "
+                    "row: " + _calibration_members(res.reliability, models) + ".",
+                )
 
     tables: list[tuple[Table, str]] = []
     if measured:
         for t in anytime_tables(res.anytime, scale):
             tables.append((t, "Cost and test metrics of every exit under the anytime protocol."))
-        for t in budget_tables(res.curves, scale, meta.get("budgets")):
+        for t in budget_tables(res.curves, scale, meta.get("budgets"), summary=res.summary):
             tables.append((t, "Test accuracy of every policy read off its curve at common budgets."))
     else:
         skipped.append("Anytime and budget tables: this suite measured no model (published numbers only).")
@@ -371,6 +388,31 @@ def build_report(
     index = out / "index.md"
     index.write_text(_index_text(res, out, scale.note, figures, tables, skipped))
     return index
+
+
+def _band_text(res: Results) -> str:
+    """What the budgeted figure's bands are, with the bootstrap settings of the suite."""
+    ev = {}
+    try:
+        ev = json.loads((res.folder / "suite.resolved.json").read_text()).get("evaluate") or {}
+    except (OSError, ValueError, AttributeError):
+        pass
+    n_boot, seed = ev.get("n_boot"), ev.get("seed")
+    settings = (f", {n_boot} test resamples, seed {seed}"
+                if isinstance(n_boot, int) and isinstance(seed, int) else "")
+    return (f"95% percentile bootstrap interval of each operating point's test accuracy (exits "
+            f"fixed, test samples resampled{settings}; the same resamples for every policy of a "
+            "model)")
+
+
+def _calibration_members(reliability: pd.DataFrame, models: Sequence[str]) -> str:
+    from eebench.report.figures import calibration_groups
+
+    parts = []
+    for m in models:
+        for label, members in calibration_groups(reliability, m):
+            parts.append(f"{m}, {label}: {', '.join(members)}")
+    return "; ".join(parts)
 
 
 def _fit_sets(curves: pd.DataFrame) -> dict[str, str]:

@@ -10,11 +10,20 @@ cache's own precision (the stored values themselves for a cache of
 probabilities). The ECE read off this table,
 ``sum(count / N * |accuracy - mean_confidence|)``, is therefore the anytime
 table's ECE for the same number of bins.
+
+Policies that calibrate (temperature scaling, model-internal ensembling, Laplace,
+...) add rows of their own: the same bins filled with the calibrated maximum
+probability and the policy's own prediction (which model-internal ensembling
+changes), with the policy's name in a ``policy`` column and the calibration's in
+``calibration``. The rows of the raw outputs keep an empty ``policy`` (results
+written before the column existed have none at all), so a reader tells "before"
+from "after" with ``raw_rows`` and ``calibrated_rows``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +42,8 @@ RELIABILITY_COLUMNS = [
     "mean_confidence",
     "accuracy",
 ]
+CALIBRATED_COLUMNS = [*RELIABILITY_COLUMNS, "policy", "calibration"]
+RAW_POLICY = ("", "none", "nan", "raw")  # values of ``policy`` that mark the raw outputs
 
 
 def reliability_table(logitset: LogitSet, model: str, n_bins: int = 15) -> pd.DataFrame:
@@ -43,6 +54,72 @@ def reliability_table(logitset: LogitSet, model: str, n_bins: int = 15) -> pd.Da
     with count 0 and NaN mean_confidence and accuracy, so the counts of one
     exit sum to the number of samples.
     """
+    return _table(logitset, model, n_bins, None)
+
+
+def calibrated_reliability_table(
+    policy: Any, logitset: LogitSet, model: str, policy_name: str | None = None, n_bins: int = 15
+) -> pd.DataFrame | None:
+    """The reliability table of a fitted policy's calibrated outputs, or None for a policy
+    without a calibration.
+
+    Confidence is the maximum calibrated probability and a hit is the policy's own
+    prediction being right. Columns: those of ``reliability_table``, then policy
+    (``policy_name``, default the policy's name) and calibration (its name).
+    """
+    cal = getattr(policy, "calibration_", None)
+    if cal is None:
+        return None
+    name = policy_name if policy_name is not None else str(getattr(policy, "name", ""))
+    if not name or name.strip().lower() in RAW_POLICY:
+        raise ValueError(
+            f"a calibrated policy needs a name other than {RAW_POLICY} (those mark the raw "
+            f"outputs), got {name!r}"
+        )
+    df = _table(logitset, model, n_bins, cal)
+    df["policy"] = name
+    df["calibration"] = str(getattr(cal, "name", type(cal).__name__))
+    return df
+
+
+def calibrated_reliability_tables(
+    fitted: Mapping[str, Any], logitset: LogitSet, model: str, n_bins: int = 15
+) -> list[pd.DataFrame]:
+    """``calibrated_reliability_table`` of every learned policy of ``fitted`` (name ->
+    fitted policy) that calibrates, in the given order; baselines are left out (a random
+    baseline that borrows a calibrated policy's scores would repeat its rows)."""
+    from eebench.report.frames import policy_kind
+
+    out = []
+    for name, policy in fitted.items():
+        if policy_kind(name) != "learned":
+            continue
+        df = calibrated_reliability_table(policy, logitset, model, name, n_bins)
+        if df is not None:
+            out.append(df)
+    return out
+
+
+def is_raw(policy: pd.Series) -> pd.Series:
+    """Which rows of a reliability table's ``policy`` column are the raw outputs."""
+    return policy.isna() | policy.astype(str).str.strip().str.lower().isin(RAW_POLICY)
+
+
+def raw_rows(reliability: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the raw outputs (all rows of results without a ``policy`` column)."""
+    if "policy" not in reliability.columns:
+        return reliability
+    return reliability[is_raw(reliability["policy"])]
+
+
+def calibrated_rows(reliability: pd.DataFrame) -> pd.DataFrame:
+    """The rows of calibrated policies (none for results without a ``policy`` column)."""
+    if "policy" not in reliability.columns:
+        return reliability.iloc[0:0]
+    return reliability[~is_raw(reliability["policy"])]
+
+
+def _table(logitset: LogitSet, model: str, n_bins: int, calibration: Any) -> pd.DataFrame:
     import pandas as pd
 
     from eebench.policies.scores import chunk_rows, scores_and_predictions
@@ -64,7 +141,7 @@ def reliability_table(logitset: LogitSet, model: str, n_bins: int = 15) -> pd.Da
     sum_conf = np.zeros((num_exits, n_bins))
     sum_hit = np.zeros((num_exits, n_bins))
     # confidences and hits of every exit in one block-wise pass (shared with the policies)
-    confidence, preds = scores_and_predictions(logitset, "confidence")
+    confidence, preds = scores_and_predictions(logitset, "confidence", calibration)
     hits = preds == logitset.labels[:, None]
     # sums accumulate in the same sample chunks as always, so the float sums do not move
     step = chunk_rows(num_classes)

@@ -1,12 +1,22 @@
 """Paper tables from result frames, rendered as Markdown (for reading) and LaTeX (booktabs).
 
 A table is first built as cells that keep their number next to their text, so
-that marking the best value of a column compares numbers as printed (two cells
-that print the same are both best) and both renderings mark the same cells.
-Interpolated values carry a dagger and a footnote says what it means; values
-outside a curve's range print as a dash instead of being extrapolated. The
-oracle is never marked best: it knows the labels and is an upper bound, not a
-competitor.
+that marking the best value of a column compares numbers as printed and both
+renderings mark the same cells. Interpolated values carry a dagger and a
+footnote says what it means; values outside a curve's range print as a dash
+instead of being extrapolated. The oracle is never marked best: it knows the
+labels and is an upper bound, not a competitor.
+
+In the policy tables (summary, budgets) "best" is a claim about the test
+distribution, so a value is bold only when the bootstrap says it is ahead of
+every other policy: the paired interval of the difference (the summary's
+diff_low .. diff_high, over the same test resamples) lies entirely on the
+losing side for each of them. Where a pair has no paired interval (a budget
+the summary did not evaluate, a static baseline, results written before the
+paired columns existed) the two policies' own intervals must not overlap, a
+stricter test. Without intervals, or when two values print the same, nothing
+is bold. The anytime tables compare exits of one network and mark the best
+printed value as before.
 """
 
 from __future__ import annotations
@@ -177,6 +187,87 @@ def mark_best(rows: list[list[Cell]], col: int, higher: bool, skip: Sequence[int
             rows[i][col].bold = True
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What a cell's policy offers to a significance test: its own interval (``low`` ..
+    ``high``, in the units of the column) and the paired interval of its difference to
+    ``ref`` (``diff_low`` .. ``diff_high``, signed as value - ref's value)."""
+
+    low: float = math.nan
+    high: float = math.nan
+    ref: str = ""
+    diff_low: float = math.nan
+    diff_high: float = math.nan
+
+
+def _finite(*vals: float) -> bool:
+    return all(v is not None and np.isfinite(v) for v in vals)
+
+
+def clearly_ahead(
+    best: str, other: str, evidence: dict[str, Evidence], higher: bool
+) -> bool | None:
+    """Whether ``best`` is ahead of ``other`` beyond resampling noise: True, False, or None
+    when neither a paired nor two unpaired intervals are known.
+
+    Paired first: ``other``'s difference to ``best`` (or ``best``'s to ``other``) must lie
+    entirely on ``other``'s losing side. Otherwise the two own intervals must not overlap.
+    """
+    eb, eo = evidence.get(best, Evidence()), evidence.get(other, Evidence())
+    if eo.ref == best and _finite(eo.diff_low, eo.diff_high):  # other - best
+        return bool(eo.diff_high < 0) if higher else bool(eo.diff_low > 0)
+    if eb.ref == other and _finite(eb.diff_low, eb.diff_high):  # best - other
+        return bool(eb.diff_low > 0) if higher else bool(eb.diff_high < 0)
+    if _finite(eb.low, eb.high, eo.low, eo.high):
+        return bool(eb.low > eo.high) if higher else bool(eb.high < eo.low)
+    return None
+
+
+def mark_significant_best(
+    rows: list[list[Cell]],
+    col: int,
+    higher: bool,
+    names: Sequence[str],
+    evidence: dict[str, Evidence],
+    skip: Sequence[int] = (),
+) -> str:
+    """Bold the best printed value of column ``col`` only if ``clearly_ahead`` holds against
+    every other row with a value (rows in ``skip``, the oracle, never count); returns what
+    happened: "marked", "tied" (ahead of some but not all, or a printed tie), "unknown"
+    (no intervals to tell), or "" (fewer than two values)."""
+    vals = [
+        (i, r[col].value)
+        for i, r in enumerate(rows)
+        if i not in skip and r[col].value is not None and np.isfinite(r[col].value)
+    ]
+    if len(vals) < 2:
+        return ""
+    best_v = max(v for _, v in vals) if higher else min(v for _, v in vals)
+    tops = [i for i, v in vals if v == best_v]
+    if len(tops) > 1:
+        return "tied"
+    b = tops[0]
+    verdicts = [clearly_ahead(names[b], names[i], evidence, higher) for i, _ in vals if i != b]
+    if all(v is True for v in verdicts):
+        rows[b][col].bold = True
+        return "marked"
+    return "tied" if any(v is False for v in verdicts) else "unknown"
+
+
+def _best_note(outcomes: list[str], what: str) -> str:
+    """The footnote on bold cells of a policy table."""
+    text = (
+        f"Bold: the best {what} of a column, marked only when the 95% bootstrap interval of "
+        "its paired difference to every other policy excludes zero (where no paired interval "
+        "exists, when the two policies' own intervals do not overlap)"
+    )
+    if "tied" in outcomes or "unknown" in outcomes:
+        text += "; a column without bold has no policy ahead of all others beyond resampling noise"
+        if "unknown" in outcomes and "tied" not in outcomes and "marked" not in outcomes:
+            text += " (these results carry no intervals to tell)"
+    return text + "."
+
+
 def _num_cell(value: float, decimals: int, dagger: bool = False) -> Cell:
     if value is None or not np.isfinite(value):
         return Cell(DASH)
@@ -297,14 +388,45 @@ def default_budgets(
     return budgets, sentence
 
 
+def _band_at(sub: pd.DataFrame, cost: float) -> tuple[float, float]:
+    """The curve's bootstrap band read at ``cost`` like its accuracy (NaN without a band)."""
+    if "test_acc_low" not in sub.columns or "test_acc_high" not in sub.columns:
+        return math.nan, math.nan
+    out = []
+    for c in ("test_acc_low", "test_acc_high"):
+        x, y = curve_xy(sub["test_cost"], sub[c])
+        out.append(read_at(x, y, cost)[0] if x.size else math.nan)
+    return out[0], out[1]
+
+
+def _summary_evidence(rows: pd.DataFrame) -> dict[str, Evidence]:
+    """policy -> Evidence of summary rows of one metric (and cost), in the summary's units."""
+    out = {}
+    for r in rows.to_dict("records"):
+        ref = r.get("diff_ref", "")
+        out[str(r["policy"])] = Evidence(
+            _as_float(r.get("ci_low")), _as_float(r.get("ci_high")),
+            ref if isinstance(ref, str) else "",
+            _as_float(r.get("diff_low")), _as_float(r.get("diff_high")),
+        )
+    return out
+
+
 def budget_tables(
-    curves: pd.DataFrame, scale: CostScale, budgets: Sequence[float] | None = None
+    curves: pd.DataFrame,
+    scale: CostScale,
+    budgets: Sequence[float] | None = None,
+    *,
+    summary: pd.DataFrame | None = None,
 ) -> list[Table]:
     """One table per model: test top-1 (%) of every policy at common budgets.
 
     ``budgets`` are costs in the results' cost unit (as in meta.json); without
     them each model gets ``default_budgets``. The oracle is left out of the
-    rows (one operating point) and given in a footnote.
+    rows (one operating point) and given in a footnote. The best value of a budget
+    is bold only when it is ahead of every other policy beyond resampling noise:
+    by the paired intervals of ``summary`` (its accuracy_at_cost rows at that
+    budget), else by the curves' bootstrap bands read at the budget.
     """
     tables, taken = [], set()
     for model in ordered(curves["model"]):
@@ -334,14 +456,28 @@ def budget_tables(
                 any_dash |= not np.isfinite(v)
                 row.append(cell)
             rows.append(row)
-        for j in range(len(bud)):
-            mark_best(rows, 1 + j, higher=True)
+        outcomes = []
+        srows = None
+        if summary is not None and {"metric", "at_cost"} <= set(summary.columns):
+            srows = summary[(summary["model"].astype(str) == model)
+                            & summary["metric"].astype(str).isin(["accuracy_at_cost", "acc_at_cost"])]
+        for j, b in enumerate(bud):
+            ev: dict[str, Evidence] = {}
+            if srows is not None and len(srows):
+                at = srows["at_cost"].map(_as_float).to_numpy(dtype=np.float64)
+                ev = _summary_evidence(srows[[_same(a, b) for a in at]])
+            for p in order:
+                if p not in ev or not _finite(ev[p].low, ev[p].high):
+                    lo, hi = _band_at(df[df["policy"] == p], b)
+                    old_ev = ev.get(p, Evidence())
+                    ev[p] = Evidence(lo, hi, old_ev.ref, old_ev.diff_low, old_ev.diff_high)
+            outcomes.append(mark_significant_best(rows, 1 + j, True, order, ev))
         notes = [
             "Test top-1 accuracy (%) of each policy at a budget (mean test cost per image); "
             "thresholds fit on the validation split.",
             origin,
             scale.note,
-            "Best value per column in bold.",
+            _best_note(outcomes, "accuracy"),
         ]
         if any_dagger:
             notes.append(
@@ -483,8 +619,14 @@ def summary_tables(summary: pd.DataFrame, scale: CostScale) -> list[Table]:
                     any_dagger = True
                 row.append(cell)
             rows.append(row)
-        for j, c in enumerate(cols):
-            mark_best(rows, 1 + j, higher=c[4], skip=skip)
+        outcomes = []
+        for j, (metric, at, _, _, higher) in enumerate(cols):
+            sel = df[df["metric"].astype(str) == metric]
+            if np.isfinite(at):
+                sel = sel[[_same(_at_cost(r), at) for _, r in sel.iterrows()]]
+            outcomes.append(
+                mark_significant_best(rows, 1 + j, higher, pols, _summary_evidence(sel), skip)
+            )
         notes = ["Test split; each cell gives the estimate and its confidence interval [low, high]."]
         boot = ordered(
             seg.strip()
@@ -510,7 +652,7 @@ def summary_tables(summary: pd.DataFrame, scale: CostScale) -> list[Table]:
             )
         notes.append(scale.note)
         notes.append(
-            "Best value per column in bold (accuracy, mean acc., speedup: highest; cost: lowest)"
+            _best_note(outcomes, "value (accuracy, mean acc., speedup: highest; cost: lowest)")[:-1]
             + ("; the oracle is not marked." if skip else ".")
         )
         if any_dagger:
