@@ -15,7 +15,7 @@ import nox
 PY = sys.executable
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests"]
 
 
 @nox.session
@@ -28,6 +28,12 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff over the whole project."""
     session.run(PY, "-m", "ruff", "check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over the package, configured in pyproject.toml ([tool.mypy]); eebench ships py.typed."""
+    session.run(PY, "-m", "mypy", *session.posargs)
 
 
 @nox.session

@@ -433,6 +433,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_path=args.out,
     )
+    assert result.test_accuracy is not None  # train_on_dataset always evaluates its test split
     accs = " / ".join(f"{a * 100:.1f}" for a in result.test_accuracy)
     print(f"test top-1 per exit (%): {accs}")
     print(f"weights: {result.checkpoint_path}")

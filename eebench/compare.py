@@ -46,10 +46,10 @@ def policy_tables(policies: str | Sequence[str | Mapping[str, Any]]) -> list[dic
     from eebench.policies.spec import parse_policy_spec, split_policy_specs
 
     items: list[str | Mapping[str, Any]] = (
-        split_policy_specs(policies) if isinstance(policies, str) else list(policies))
+        list(split_policy_specs(policies)) if isinstance(policies, str) else list(policies))
     if not items:
         raise ValueError("no policies given; name at least one, e.g. confidence/geometric")
-    tables = []
+    tables: list[dict[str, Any]] = []
     for item in items:
         if isinstance(item, str):
             tables.extend(parse_policy_spec(s) for s in split_policy_specs(item))

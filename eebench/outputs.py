@@ -98,7 +98,7 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     new one, never half of one; a killed writer leaves only a ``*.tmp-*`` file."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

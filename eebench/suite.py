@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import sys
 import time
@@ -407,7 +408,7 @@ def model_label(m: dict[str, Any]) -> str:
     return m.get("label") or m["name"]
 
 
-def load_suite(path: str | Path, *, need_policies: bool = True) -> dict[str, Any]:
+def load_suite(path: str | os.PathLike[str], *, need_policies: bool = True) -> dict[str, Any]:
     """Read and fully validate a suite file; returns it with defaults filled in.
 
     ``need_policies=False`` accepts a suite without [[policies]] (an accuracy check
@@ -606,7 +607,7 @@ def extract_models(suite: dict[str, Any], path: str | Path, store: Any, *, progr
     rank extracts its share of the chunks, and rank 0 commits the entries.
     """
     from eebench.costs import count_costs
-    from eebench.data import create_dataset, split_dataset
+    from eebench.data import ImageDataset, create_dataset, split_dataset
     from eebench.parallel import device_for
     from eebench.store.validate import check_costs
     from eebench.zoo.checkpoint import state_dict_sha256
@@ -615,7 +616,7 @@ def extract_models(suite: dict[str, Any], path: str | Path, store: Any, *, progr
     if not suite["models"]:
         return []
     d = suite["data"]
-    full = create_dataset(d["dataset"], **d["params"])
+    full: ImageDataset = create_dataset(d["dataset"], **d["params"])  # no split: the full set
     index_files = {k: d[f"{k}_index"] for k in ("val", "test") if d[f"{k}_index"]}
     views = split_dataset(full, seed=d["seed"], fractions=d["splits"] if not full.official_splits else None,
                           index_files=index_files or None)

@@ -236,7 +236,7 @@ def verify_accuracy(
     import pandas as pd
 
     from eebench.data import create_dataset
-    from eebench.data.base import SplitView
+    from eebench.data.base import ImageDataset, SplitView
     from eebench.evaluate import anytime_table
     from eebench.report.published import load_published
     from eebench.store import LogitStore, default_store_root
@@ -249,7 +249,7 @@ def verify_accuracy(
     pub = published if published is not None else load_published()
     ref = pub[(pub["setting"] == "anytime") & (pub["dataset"] == d["dataset"])]
     params = {**d["params"], "root": plan["data_root"]}
-    full = create_dataset(d["dataset"], **params)
+    full: ImageDataset = create_dataset(d["dataset"], **params)  # no split: the full set
     if d["test_index"]:
         from eebench.data.splits import load_index_file
 

@@ -133,3 +133,14 @@ def test_report_says_which_outputs_fit_the_thresholds(tmp_path) -> None:
     _, _, out = _run(tmp_path, "plain")
     text = out.report_index.read_text()
     assert "Tuned on the test set" not in text and "fit on the validation split" in text
+
+
+def test_nested_lists_are_not_a_q_grid() -> None:
+    from policy_testing import synthetic_exits
+
+    from eebench.policies import make_policy
+
+    ls = synthetic_exits(200)
+    for solver in ("geometric", "exact", "eenet"):
+        with pytest.raises(ValueError, match="sweep solver's grid"):
+            make_policy("confidence", solver, grid=[[0.5, 1.0], [2.0, 3.0]]).fit(ls)

@@ -52,7 +52,7 @@ square feature maps for the first convolution of a block; at square inputs
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 import torch
@@ -162,8 +162,8 @@ def _expander_factors(model: DynPerceiver) -> dict[int, tuple[int, int]]:
     """id of each token expander's Linear -> (tokens entering the mixer, tokens leaving it)."""
     out = {}
     for mixer, expander in zip(model.token_mixer, model.token_expander):
-        lin_mix = next(m for m in mixer if isinstance(m, nn.Linear))
-        lin_exp = next(m for m in expander if isinstance(m, nn.Linear))
+        lin_mix = next(m for m in mixer.children() if isinstance(m, nn.Linear))
+        lin_exp = next(m for m in expander.children() if isinstance(m, nn.Linear))
         out[id(lin_exp)] = (lin_mix.in_features, lin_mix.out_features)
     return out
 
@@ -173,7 +173,7 @@ def _count_analytic(model: DynPerceiver, exit_index: int, x: torch.Tensor) -> Co
     heads, silent = _module_groups(model)
     expanders = _expander_factors(model)
     final_latents = id(model.self_att4)
-    by_group: Counter[str] = Counter()
+    by_group: defaultdict[str, float] = defaultdict(float)
     unknown: Counter[str] = Counter()
 
     def charge(mod: nn.Module, ops: float) -> None:

@@ -219,7 +219,7 @@ def _resolve_input_size(
         )
     if len(size) != 3 or not all(isinstance(s, int) and s > 0 for s in size):
         raise ValueError(f"input_size must be three positive integers, got {size!r}")
-    return size  # type: ignore[return-value]
+    return size
 
 
 def _check_convention(convention: str) -> None:

@@ -144,9 +144,11 @@ def rule_from_results(results_dir: str | os.PathLike[str], policy: str, point: f
     ``point`` is the ``param`` of the curve row (q, budget, threshold, ...); None lists
     the points. Returns the rule and a description (model, policy, param, test cost).
     """
+    from pathlib import Path
+
     from eebench.report.index import load_results
 
-    res = load_results(results_dir)
+    res = load_results(Path(results_dir))  # what load_results makes of it first
     curves = res.curves
     models = sorted(set(curves["model"]))
     if model is None:
@@ -369,7 +371,8 @@ def measure_speed(
             if rule is None:
                 rule = ExitRule(np.zeros(k_exits))  # confidence; thresholds chosen below
                 s = np.stack([rule.scores(ref[:, k], k) for k in range(k_exits)], axis=1)
-                rule.thresholds = thresholds_for_fractions(s, exit_fractions)  # type: ignore[arg-type]
+                assert exit_fractions is not None  # the one operating point given (checked above)
+                rule.thresholds = thresholds_for_fractions(s, exit_fractions)
             if rule.thresholds.shape[0] == k_exits - 1:
                 rule.thresholds = np.append(rule.thresholds, -np.inf)
             if rule.thresholds.shape[0] != k_exits:
@@ -566,7 +569,8 @@ def speed_of_model(
                             "exit but the last")
         rule = ExitRule(np.append(t, -np.inf), score)
     elif results is not None:
-        rule, _ = rule_from_results(results, policy, point, results_model)  # type: ignore[arg-type]
+        assert policy is not None  # --results comes with --policy (checked above)
+        rule, _ = rule_from_results(results, policy, point, results_model)
     costs = count_costs(model, convention=convention, cross_check=False)
     x = model_inputs(model, samples, data=data, data_params=data_params, seed=seed)
     return measure_speed(model, x, rule, exit_fractions=exit_fractions, costs=costs.macs,

@@ -9,7 +9,7 @@ first use through the module ``__getattr__`` below.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eebench.data.registry import UnknownDatasetError, list_datasets, register_dataset
 from eebench.data.splits import (
@@ -44,6 +44,28 @@ _LAZY = {
     "arrays": "eebench.data.arrays",
 }
 
+# The lazy names for type checkers and editors; at run time __getattr__ loads them.
+if TYPE_CHECKING:
+    from eebench.data.arrays import arrays
+    from eebench.data.base import (
+        ImageDataset,
+        InMemoryImageDataset,
+        NamedTransform,
+        SplitView,
+        create_dataset,
+        split_dataset,
+    )
+    from eebench.data.cifar import cifar10, cifar100
+    from eebench.data.digits import digits
+    from eebench.data.folder import image_folder, imagenet
+    from eebench.data.transforms import (
+        FileEvalTransform,
+        TensorTransform,
+        TrainTransform,
+        eval_transform,
+        train_transform,
+    )
+
 __all__ = [
     "DEFAULT_FRACTIONS",
     "DEFAULT_VAL_SIZE",
@@ -57,7 +79,24 @@ __all__ = [
     "make_split_indices",
     "register_dataset",
     "seeded_split",
-    *sorted(_LAZY),
+    # sorted(_LAZY), written out so that linters and type checkers can read it
+    "FileEvalTransform",
+    "ImageDataset",
+    "InMemoryImageDataset",
+    "NamedTransform",
+    "SplitView",
+    "TensorTransform",
+    "TrainTransform",
+    "arrays",
+    "cifar10",
+    "cifar100",
+    "create_dataset",
+    "digits",
+    "eval_transform",
+    "image_folder",
+    "imagenet",
+    "split_dataset",
+    "train_transform",
 ]
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Self, overload
 
 import numpy as np
 import torch
@@ -95,19 +95,19 @@ class _Described(Dataset):
         i = int(i) % len(self)
         return self._transform(self.load_raw(i)), int(self.labels[i])
 
-    def with_transform(self, transform: Any) -> _Described:
+    def with_transform(self, transform: Any) -> Self:
         """A shallow copy (sharing the loaded images) with another transform."""
         out = copy.copy(self)
         out.transform = transform
         return out
 
-    def with_eval_transform(self, config: Any) -> _Described:
+    def with_eval_transform(self, config: Any) -> Self:
         """This data set preprocessed the way the model's config asks for evaluation."""
         return self.with_transform(eval_transform(config, source=self.source))
 
     def with_train_transform(
         self, config: Any, *, flip: bool | None = None, pad: int | None = None
-    ) -> _Described:
+    ) -> Self:
         """Random crop (and flip where the data set is mirror-symmetric) for training.
 
         Only in-memory (tensor) data sets support it: photos need an augmentation of
@@ -301,6 +301,39 @@ def split_dataset(
     if index_files:
         rule["index_files"] = {k: Path(v).name for k, v in index_files.items()}
     return {name: SplitView(dataset, idx, name, rule) for name, idx in indices.items()}
+
+
+# No split (or "all"): the full data set; a split name: its view.
+@overload
+def create_dataset(
+    name: str,
+    split: Literal["all"] | None = None,
+    *,
+    seed: int = 0,
+    fractions: Mapping[str, float] | None = None,
+    index_files: Mapping[str, str | Path] | None = None,
+    val_size: int | float | None = None,
+    transform: Any = None,
+    config: Any = None,
+    flip: bool | None = None,
+    **params: Any,
+) -> ImageDataset: ...
+
+
+@overload
+def create_dataset(
+    name: str,
+    split: str,
+    *,
+    seed: int = 0,
+    fractions: Mapping[str, float] | None = None,
+    index_files: Mapping[str, str | Path] | None = None,
+    val_size: int | float | None = None,
+    transform: Any = None,
+    config: Any = None,
+    flip: bool | None = None,
+    **params: Any,
+) -> ImageDataset | SplitView: ...
 
 
 def create_dataset(

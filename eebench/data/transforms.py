@@ -152,7 +152,8 @@ class TensorTransform:
         x = to_float_chw(img)
         x = _match_channels(x, len(self.mean))
         if self.input_size is not None:
-            x = fit_size(x, self.input_size[-2:], self.interpolation)
+            th, tw = self.input_size[-2:]
+            x = fit_size(x, (th, tw), self.interpolation)
         return x
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,8 +193,9 @@ class FileEvalTransform:
         self.input_size = tuple(int(s) for s in input_size)
         self.mean, self.std = _floats(mean), _floats(std)
         self.interpolation, self.crop_pct = interpolation, float(crop_pct)
+        h, w = self.input_size[-2:]  # all timm reads of (channels, height, width)
         self._timm = create_transform(
-            input_size=self.input_size,
+            input_size=(h, w),
             is_training=False,
             interpolation=interpolation,
             mean=tuple(self.mean),

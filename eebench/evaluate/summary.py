@@ -194,13 +194,14 @@ def summarize(
         correct = correctness(test)
     if anytime is not None and len(anytime):
         last_acc, last_cost = float(anytime.iloc[-1]["top1"]), float(anytime.iloc[-1]["cost"])
-    elif correct is not None:
+    elif correct is not None and test is not None:
         last_acc, last_cost = float(correct[:, -1].mean()), float(test.costs[-1])
 
     def metrics(x: np.ndarray, y: np.ndarray, target: float | None) -> list[float]:
         vals = [mean_accuracy(x, y, lo, hi) if x.size >= 2 and np.isfinite(lo) else float("nan")]
         vals += [accuracy_at(x, y, c) for c in at_costs]
         if target is not None:
+            assert last_cost is not None  # a target is the last exit's accuracy, set with it
             m = cost_to_reach(x, y, target)
             vals += [m, last_cost / m if m > 0 else float("nan")]
         return vals
@@ -209,6 +210,7 @@ def summarize(
     boot: dict[str, np.ndarray] = {}
     do_boot = n_boot > 0 and test is not None and points
     if do_boot:
+        assert test is not None and correct is not None and points is not None  # do_boot says so
         n = test.num_samples
         mats = {}
         for p, pts in points.items():
@@ -218,22 +220,22 @@ def summarize(
             if isinstance(pts, BasePolicy):
                 corr = pts.correct(test)  # the policy's own predictions (e.g. an ensemble's)
                 pts = pts.apply(test)
-            h, c = _point_matrices(pts, corr, test.costs)
+            h, cm = _point_matrices(pts, corr, test.costs)
             if h.shape[1] != acc[p].size or not np.allclose(h.mean(axis=0), acc[p], rtol=0, atol=1e-9):
                 raise ValueError(
                     f"the points given for {p!r} do not reproduce its curve rows on this test set "
                     f"({h.shape[1]} points vs {acc[p].size} rows); pass the test operating points "
                     f"of the same fitted policy, in curve order"
                 )
-            mats[p] = (h, c)
+            mats[p] = (h, cm)
         stats: dict[str, list[list[float]]] = {p: [] for p in mats}
         last = correct[:, -1].astype(np.float64)
         for w in bootstrap_weights(n, n_boot, seed):
             b = w.shape[0]
             target_b = w @ last / n if last_acc is not None else None
-            for p, (h, c) in mats.items():
+            for p, (h, cm) in mats.items():
                 acc_b = w @ h / n
-                cost_b = w @ c / n
+                cost_b = w @ cm / n
                 for i in range(b):
                     x, y = _xy(cost_b[i], acc_b[i])
                     stats[p].append(metrics(x, y, None if target_b is None else target_b[i]))

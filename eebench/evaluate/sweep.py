@@ -74,7 +74,8 @@ def split_indices(
         if test_idx.size == 0:
             raise SplitError("val_index covers every sample: nothing is left for the test split")
     else:
-        f = float(val_fraction)  # type: ignore[arg-type]
+        assert val_fraction is not None  # exactly one of the two is given (checked above)
+        f = float(val_fraction)
         if not 0 < f < 1:
             raise SplitError(f"val_fraction must lie strictly between 0 and 1, got {f}")
         parts = seeded_split(n, {"val": f, "test": 1 - f}, seed)
@@ -304,7 +305,7 @@ def run_sweep(
     if fit_source is not None or tune_on_test:
         (test,) = subsets(ls, [np.arange(ls.num_samples)], check=unchecked)
         fit_on = FIT_ON["test"] if tune_on_test else f"another source: {fit_source}"
-        val = test if tune_on_test else _fit_set(fit_source, test, store_root)
+        val = test if fit_source is None or tune_on_test else _fit_set(fit_source, test, store_root)
     else:
         if val_fraction is None and val_index is None:
             val_fraction = 0.5

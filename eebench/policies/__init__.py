@@ -6,6 +6,8 @@ Nothing here imports torch, pandas or (at import time) scipy and deap, so the
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from eebench.policies.baselines import OraclePolicy, RandomPolicy, StaticPolicy
 from eebench.policies.calibration import (
     CALIBRATIONS,
@@ -50,6 +52,14 @@ _LAZY = {
     "EENetPolicy": "eebench.policies.eenet",
     "LaplaceCalibration": "eebench.policies.laplace",
 }
+
+
+# The lazy names for type checkers and editors; at run time __getattr__ loads them.
+if TYPE_CHECKING:
+    from eebench.policies.eenet import EENetPolicy
+    from eebench.policies.ga import GeneticSolver
+    from eebench.policies.laplace import LaplaceCalibration
+    from eebench.policies.risk import RiskControlSolver
 
 
 def __getattr__(name: str):  # noqa: ANN202 - lazy exports keep deap and scipy out of the import

@@ -74,7 +74,7 @@ class RandomPolicy(BasePolicy):
         self.seed = seed
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return f"random({self.base.name})"
 
     def fit(self, val: LogitSet) -> RandomPolicy:

@@ -106,11 +106,12 @@ def exact_quota_counts(q: float, n: int, num_exits: int) -> np.ndarray:
 def _check_number(
     name: str, value: object, lo: float, integer: bool, open_lo: bool = False
 ) -> None:
-    bad = isinstance(value, bool) or not isinstance(
-        value, (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    )
-    if not bad:
-        v = float(value)  # type: ignore[arg-type]
+    bad = True
+    if not isinstance(value, bool) and (
+        isinstance(value, (int, np.integer))
+        or (not integer and isinstance(value, (float, np.floating)))
+    ):
+        v = float(value)
         bad = not math.isfinite(v) or v < lo or (open_lo and v == lo)
     if bad:
         kind = "an integer" if integer else "a finite number"
@@ -232,7 +233,11 @@ class EENetPolicy(BasePolicy):
         scores = exit_scores(val, "confidence")
         sols = GeometricSolver(grid=self.budget_grid).solve(scores, correct, val.costs)
         k, n = val.num_exits, val.num_samples
-        return [float(mean_cost(exit_counts(s.fit_exits, k), val.costs, n)) for s in sols]
+        costs = []
+        for s in sols:
+            assert s.fit_exits is not None  # the geometric solver records its fit assignment
+            costs.append(float(mean_cost(exit_counts(s.fit_exits, k), val.costs, n)))
+        return costs
 
     def _solve_budget(self, scores: np.ndarray, costs: np.ndarray, budget: float) -> Solution:
         """Largest q whose exact-quota assignment costs at most ``budget`` on validation.

@@ -215,6 +215,7 @@ class TemperatureMIE(ModelInternalEnsemble):
 
     @property
     def temperature_(self) -> TemperatureScaling:
-        if getattr(self, "base_", None) is None:
+        base = getattr(self, "base_", None)  # the TemperatureScaling that fit() fitted
+        if base is None:
             raise AttributeError("temperature_ (TemperatureMIE is not fitted)")
-        return self.base_
+        return base

@@ -7,6 +7,7 @@ from typing import Any
 
 from eebench.policies._registry import lookup
 from eebench.policies.baselines import OraclePolicy, RandomPolicy, StaticPolicy
+from eebench.policies.grids import is_q_values, nested_grid_error
 from eebench.policies.policy import BasePolicy, Policy
 from eebench.policies.solvers import SOLVERS
 
@@ -62,7 +63,10 @@ def make_policy(
         if unknown:
             raise ValueError(f"the eenet policy has no option {', '.join(map(repr, unknown))}; "
                              f"it accepts: budgets, seed, grid, {', '.join(known)}")
-        return EENetPolicy(budgets, seed=seed, budget_grid=grid or "msdnet", **options)
+        budget_grid = grid or "msdnet"
+        if not (isinstance(budget_grid, str) or is_q_values(budget_grid)):
+            raise nested_grid_error(budget_grid)
+        return EENetPolicy(budgets, seed=seed, budget_grid=budget_grid, **options)
     if key == "random":
         if base_solver.strip().lower() == "random":
             raise ValueError("base_solver of a random policy cannot itself be 'random'")

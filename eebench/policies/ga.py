@@ -331,8 +331,8 @@ class GeneticSolver:
                 budget = budgets[i]
                 seeds = [s for s in grid_seeds + found if s[3] <= budget]
                 seeds += budget_seeds[i] + [first_exit_seed]
-                out[i] = self._solve_budget(i, budget, seeds, table, scores, correct, costs)
-                sol = out[i]
+                sol = out[i] = self._solve_budget(i, budget, seeds, table, scores, correct, costs)
+                assert sol.fit_exits is not None  # _solve_budget records its assignment
                 found.append((sol.thresholds, sol.fit_exits, sol.info["hits"], sol.info["cost"]))
                 geo_ok = [s[2] for s in grid_seeds + budget_seeds[i] if s[3] <= budget]
                 sol.info["geometric_best_hits"] = max(geo_ok, default=None)
@@ -511,6 +511,7 @@ def _seed(
     quota exit too), so its counts are the policy's.
     """
     ex = sol.fit_exits
+    assert ex is not None  # the geometric solver records its fit assignment
     n, k = correct.shape
     hits = int(hits_at(ex, correct).sum())
     return sol.thresholds, ex, hits, float(mean_cost(exit_counts(ex, k), costs, n))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import numpy as np
 
@@ -75,6 +76,19 @@ def parse_floats(text: str) -> list[float]:
         ) from None
 
 
+def is_q_values(grid: Sequence[float] | Sequence[Sequence[float]]) -> TypeGuard[Sequence[float]]:
+    """True for one flat list of numbers (q values); False for per-exit threshold lists."""
+    return bool(np.ndim(grid) <= 1)
+
+
+def nested_grid_error(grid: object) -> ValueError:
+    """The error for a list of lists where a q grid is expected."""
+    return ValueError(
+        f"a q grid is one list of numbers, got lists {grid!r}; per-exit threshold lists "
+        "are the sweep solver's grid"
+    )
+
+
 def get_grid(
     grid: str | Sequence[float] | QGrid | None, exit_weights: Sequence[float] | None = None
 ) -> QGrid:
@@ -89,7 +103,10 @@ def get_grid(
         else:
             g = QGrid("custom", tuple(parse_floats(grid)))
     else:
-        g = QGrid("custom", tuple(float(v) for v in np.asarray(grid, dtype=np.float64).reshape(-1)))
+        values = np.asarray(grid, dtype=np.float64)
+        if values.ndim > 1:  # per-exit lists would otherwise be flattened into one q grid
+            raise nested_grid_error(grid)
+        g = QGrid("custom", tuple(float(v) for v in values.reshape(-1)))
     if not g.q:
         raise ValueError("the q grid is empty; give at least one q value")
     if any(not np.isfinite(v) or v <= 0 for v in g.q):

@@ -95,7 +95,10 @@ def check_logitset(ls: Any, what: str) -> None:
 class BasePolicy:
     """Shared checks of every policy; subclasses implement ``fit`` and ``apply``."""
 
-    name = "policy"
+    @property
+    def name(self) -> str:
+        """What reports call the policy; subclasses set a class attribute or a property."""
+        return "policy"
 
     def _check_fitted(self, ls: LogitSet) -> None:
         check_logitset(ls, "the set to apply the policy to")
@@ -158,7 +161,7 @@ class Policy(BasePolicy):
             make_calibration(calibration)
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         cal = self.calibration if isinstance(self.calibration, str) else getattr(
             self.calibration, "name", None
         )

@@ -36,7 +36,7 @@ def find_thresholds(scores: np.ndarray, p: Sequence[float]) -> list[float]:
     n_sample, n_stage = np.asarray(scores).shape
     conf = np.asarray(scores).T.tolist()  # conf[k][i]
     sorted_idx = [
-        sorted(range(n_sample), key=lambda i, k=k: conf[k][i], reverse=True) for k in range(n_stage)
+        sorted(range(n_sample), key=conf[k].__getitem__, reverse=True) for k in range(n_stage)
     ]
     filtered = [0] * n_sample
     thresholds = [SENTINEL] * n_stage

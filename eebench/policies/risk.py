@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -46,10 +46,14 @@ BOUNDS = ("binomial", "hb")
 DEFAULT_GRID_POINTS = 1001
 
 
-def _check_unit_interval(name: str, value: object) -> float:
-    """A float strictly inside (0, 1), or a ValueError naming the parameter."""
+def _check_unit_interval(name: str, value: Any) -> float:
+    """A float strictly inside (0, 1), or a ValueError naming the parameter.
+
+    ``value`` is anything ``float()`` takes (numbers, numeric strings, ...); what it
+    refuses is refused here with the parameter's name.
+    """
     try:
-        v = float(value)  # type: ignore[arg-type]
+        v = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number in (0, 1), got {value!r}") from None
     if not 0.0 < v < 1.0:
@@ -160,7 +164,10 @@ class RiskControlSolver:
         grid: int | str | Sequence[float] | None = None,
         bound: str = "binomial",
     ) -> None:
-        eps_list = [epsilon] if np.ndim(epsilon) == 0 else list(epsilon)  # type: ignore[arg-type]
+        eps_list = (
+            [epsilon] if np.ndim(epsilon) == 0
+            else list(cast(Sequence[float], epsilon))  # ndim >= 1: a sequence or an array
+        )
         if not eps_list:
             raise ValueError("epsilon: the list is empty; give at least one bound, e.g. 0.01")
         self.epsilon = [_check_unit_interval("epsilon", e) for e in eps_list]

@@ -15,6 +15,7 @@ not detected: the stored results are read-only, and so should the outputs be.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any
 
@@ -51,7 +52,7 @@ def cache_for(ls: Any) -> dict[Any, Any] | None:
     entry = _CACHES.get(key)
     if entry is None or entry[0]() is not ls:
         try:
-            ref = weakref.ref(ls, lambda r, key=key: _forget(key, r))
+            ref = weakref.ref(ls, functools.partial(_forget, key))
         except TypeError:
             return None
         entry = (ref, {})

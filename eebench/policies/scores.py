@@ -364,6 +364,7 @@ def _logit_scores(z: np.ndarray, which: str, top: np.ndarray | None) -> np.ndarr
         np.multiply(z, plogp, out=plogp)
         return plogp.sum(axis=-1)
     # margin: drop one arg-max entry (value 1); the largest left is the runner-up
+    assert top is not None  # found above when not given
     flat = z.reshape(-1, z.shape[-1])
     flat[np.arange(flat.shape[0]), top.reshape(-1)] = -one
     second = flat.max(axis=-1).reshape(s.shape)

@@ -74,7 +74,7 @@ class Solver(Protocol):
 # ---------------------------------------------------------------- shared vectorised pieces
 
 
-def exit_dtype(num_exits: int) -> type:
+def exit_dtype(num_exits: int) -> type[np.signedinteger]:
     """Smallest integer type that holds an exit index."""
     return np.int8 if num_exits <= 127 else np.int16
 
@@ -124,7 +124,7 @@ def evaluate_exits(
     n, k = correct.shape
     counts = exit_counts(exits, k)
     acc = float(hits_at(exits, correct).sum()) / n if n else float("nan")
-    return acc, mean_cost(counts, costs, n), counts
+    return acc, float(mean_cost(counts, costs, n)), counts  # 1-D counts: a float already
 
 
 def quota_thresholds(
@@ -211,7 +211,7 @@ class QuotaSolver:
         n, k = scores.shape
         p = exit_distribution(q, k, self._weights(k))
         t, ex = quota_thresholds(scores, p, exact=self.exact)
-        cost = mean_cost(exit_counts(ex, k), costs, n)
+        cost = float(mean_cost(exit_counts(ex, k), costs, n))  # 1-D counts: a float already
         return Solution(float(q), "q", t, ex, {"q": float(q), "p": p.tolist()}), cost
 
     def solve(self, scores: np.ndarray, correct: np.ndarray, costs: np.ndarray) -> list[Solution]:
@@ -308,6 +308,7 @@ class SweepSolver:
 
     def _points(self, num_exits: int) -> list[tuple[float, str, np.ndarray]]:
         g = self.grid
+        rows: Sequence[float] | Sequence[Sequence[float]] = ()  # per-exit threshold lists
         last_param = math.inf
         if g is None or (isinstance(g, str) and g.strip().lower() == "cfvit"):
             shared: list[float] | None = [*CFVIT_THRESHOLDS, math.inf]
@@ -315,9 +316,10 @@ class SweepSolver:
         elif isinstance(g, str):
             shared = [_shared_value(x) for x in g.replace(";", ",").split(",") if x.strip()]
         elif len(g) and all(np.ndim(v) == 0 for v in g):
-            shared = [_shared_value(v) for v in g]  # type: ignore[arg-type]
+            shared = [_shared_value(v) for v in g]
         else:
             shared = None
+            rows = g
         if shared is not None:
             if not shared:
                 raise ValueError("the threshold grid is empty")
@@ -328,7 +330,7 @@ class SweepSolver:
                 for t in shared
             ]
         out = []
-        for i, row in enumerate(g):  # type: ignore[union-attr]
+        for i, row in enumerate(rows):
             r = np.asarray(row, dtype=np.float64).reshape(-1)
             if r.size not in (num_exits - 1, num_exits):
                 raise ValueError(

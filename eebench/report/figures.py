@@ -23,7 +23,7 @@ import math
 import textwrap
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -71,6 +71,20 @@ LEGEND_MAX_SHARE = 0.4  # a legend taller than this share of the panels switches
 STATIC_LABEL = "static exits"
 
 
+LABEL_KEY = "eebench_label_key"
+"""Figure attribute with what a figure's short legend labels stand for ("" when none)."""
+
+
+def _constrained(fig: Figure) -> Any:
+    """The figure's constrained-layout engine (``new_figure`` always makes one)."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    engine = fig.get_layout_engine()
+    if not isinstance(engine, ConstrainedLayoutEngine):
+        raise TypeError("expected a figure from new_figure (constrained layout)")
+    return engine
+
+
 def published_label(model: str, source: str) -> str:
     """The legend label of a published series."""
     return f"{model} (published, {source})"
@@ -108,7 +122,7 @@ def _legend_below(
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    fig.eebench_label_key = ""
+    setattr(fig, LABEL_KEY, "")
     seen: dict[str, Any] = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -128,7 +142,7 @@ def _legend_below(
             leg.remove()
             leg = _fit_legend(fig, handles, short_labels, ncols, renderer)
             height = leg.get_window_extent(renderer).height / fig.dpi
-            fig.eebench_label_key = abbreviation_key(lab for lab in labels if lab in short)
+            setattr(fig, LABEL_KEY, abbreviation_key(lab for lab in labels if lab in short))
     fig.set_figheight(axes_height + height + 0.06)
 
 
@@ -533,7 +547,7 @@ def plot_exit_distribution(
             sf.legend([h for h, _ in keep][::-1], [lab for _, lab in keep][::-1],
                       loc="outside right upper", title="exit")
         if any(titles[p] != p for p in wanted):
-            fig.eebench_label_key = abbreviation_key(wanted)
+            setattr(fig, LABEL_KEY, abbreviation_key(wanted))
     return fig
 
 
@@ -545,7 +559,7 @@ def _title_marker(ax: Axes, style: Any) -> None:
 
     pad = float(matplotlib.rcParams["axes.titlepad"])
     size = float(ax.title.get_fontsize())
-    tr = offset_copy(ax.transAxes, fig=ax.figure, x=4.0, y=pad + 0.4 * size, units="points")
+    tr = offset_copy(ax.transAxes, fig=cast("Figure", ax.figure), x=4.0, y=pad + 0.4 * size, units="points")
     ax.plot([0.0], [1.0], transform=tr, marker=style.marker, color=style.color,
             markeredgecolor="black", markeredgewidth=0.3, markersize=5, clip_on=False,
             linestyle="none", label="_marker", zorder=5)
@@ -577,7 +591,7 @@ def plot_reliability(
     width = max(SINGLE_COLUMN_IN, min(DOUBLE_COLUMN_IN, panel * kmax + 0.5))
     with paper_style():
         fig = new_figure(width, (panel + 0.45) * len(models) + 0.2)
-        fig.get_layout_engine().set(w_pad=0.09, wspace=0.0)
+        _constrained(fig).set(w_pad=0.09, wspace=0.0)
         axes = fig.subplots(len(models), kmax, squeeze=False)
         for i, m in enumerate(models):
             dm = reliability[reliability["model"].astype(str) == m]
@@ -672,7 +686,7 @@ def plot_calibration(
     width = max(SINGLE_COLUMN_IN, min(DOUBLE_COLUMN_IN, panel * kmax + 0.55))
     with paper_style():
         fig = new_figure(width, (panel + 0.45) * len(rows) + 0.2)
-        fig.get_layout_engine().set(w_pad=0.09, wspace=0.0)
+        _constrained(fig).set(w_pad=0.09, wspace=0.0)
         axes = fig.subplots(len(rows), kmax, squeeze=False)
         for i, (m, label, members) in enumerate(rows):
             p = members[0]

@@ -141,7 +141,7 @@ def _frame(
 
     if dataset is not None and dataset not in DATASETS:
         raise ValueError(f"dataset {dataset!r} is not one of {', '.join(DATASETS)}")
-    base = {c: "" for c in COLUMNS}
+    base: dict[str, Any] = {c: "" for c in COLUMNS}
     base.update({c: np.nan for c in NUMERIC})
     base.update(source=source, citation=citation, model=model, dataset=dataset or "",
                 from_figure=False)

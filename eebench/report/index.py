@@ -392,7 +392,7 @@ def build_report(
 
 def _band_text(res: Results) -> str:
     """What the budgeted figure's bands are, with the bootstrap settings of the suite."""
-    ev = {}
+    ev: dict[str, Any] = {}
     try:
         ev = json.loads((res.folder / "suite.resolved.json").read_text()).get("evaluate") or {}
     except (OSError, ValueError, AttributeError):

@@ -238,7 +238,8 @@ def paper_style() -> Iterator[None]:
     """Apply the report style for the duration of a block, leaving global rcParams untouched."""
     import matplotlib
 
-    with matplotlib.rc_context(paper_rc()):
+    rc: Any = paper_rc()  # matplotlib's stubs type keys as a Literal of every rc name
+    with matplotlib.rc_context(rc):
         yield
 
 

@@ -26,7 +26,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -299,7 +299,7 @@ _ANYTIME_SPEC = [
 def anytime_tables(anytime: pd.DataFrame, scale: CostScale) -> list[Table]:
     """One table per model: every exit's cumulative cost, top-1, top-5, NLL, ECE and
     overthinking on the test split (columns absent from the frame are left out)."""
-    tables, taken = [], set()
+    tables, taken = [], set[str]()
     for model in ordered(anytime["model"]):
         df = anytime[anytime["model"].astype(str) == model].sort_values("exit")
         spec = [s for s in _ANYTIME_SPEC if s[0] in df.columns and df[s[0]].notna().any()]
@@ -340,8 +340,11 @@ def _round_sig(x: float, sig: int, mode: str) -> float:
     if x == 0 or not np.isfinite(x):
         return x
     q = 10.0 ** (math.floor(math.log10(abs(x))) - sig + 1)
-    f = {"up": math.ceil, "down": math.floor, "near": round}[mode]
-    return f(x / q) * q
+    if mode == "up":
+        return math.ceil(x / q) * q
+    if mode == "down":
+        return math.floor(x / q) * q
+    return round(x / q) * q
 
 
 def _budget_text(value: float) -> str:
@@ -428,7 +431,7 @@ def budget_tables(
     by the paired intervals of ``summary`` (its accuracy_at_cost rows at that
     budget), else by the curves' bootstrap bands read at the budget.
     """
-    tables, taken = [], set()
+    tables, taken = [], set[str]()
     for model in ordered(curves["model"]):
         df = curves[curves["model"].astype(str) == model]
         if budgets:
@@ -578,7 +581,7 @@ def _fmt_ci(value: float, lo: float, hi: float, kind: str) -> Cell:
 
 def summary_tables(summary: pd.DataFrame, scale: CostScale) -> list[Table]:
     """One table per model: every summary metric per policy as "value [ci_low, ci_high]"."""
-    tables, taken = [], set()
+    tables, taken = [], set[str]()
     for model in ordered(summary["model"]):
         df = summary[summary["model"].astype(str) == model]
         # one column per metric, and per cost for accuracy-at-cost metrics, in order of appearance
@@ -684,9 +687,10 @@ def _same(a: float, b: float) -> bool:
     return bool(np.isfinite(a) and np.isfinite(b) and np.isclose(a, b, rtol=1e-9, atol=0))
 
 
-def _as_float(v: object) -> float:
+def _as_float(v: Any) -> float:
+    """A table cell as a float, NaN for anything that is not a number."""
     try:
-        return float(v)  # type: ignore[arg-type]
+        return float(v)
     except (TypeError, ValueError):
         return math.nan
 

@@ -9,6 +9,7 @@ the functions that need it.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 _LAZY = {
     "extract_logits": "eebench.store.extract",
@@ -31,7 +32,50 @@ _LAZY = {
     "indices_sha256": "eebench.store.logitstore",
 }
 
-__all__ = sorted(_LAZY)
+# The lazy names for type checkers and editors; at run time __getattr__ loads them.
+if TYPE_CHECKING:
+    from eebench.store.extract import extract_logits
+    from eebench.store.formats import (
+        export_npz,
+        import_msdnet_logits,
+        import_npz,
+        load_msdnet_logits,
+        load_npz_logits,
+    )
+    from eebench.store.logitset import KINDS, LogitSet
+    from eebench.store.logitstore import (
+        AmbiguousReferenceError,
+        EntryExistsError,
+        EntryNotFoundError,
+        LogitStore,
+        StoreError,
+        VerifyProblem,
+        default_store_root,
+        extraction_identity,
+        identity_key,
+        indices_sha256,
+    )
+
+__all__ = [  # sorted(_LAZY), written out so that linters and type checkers can read it
+    "AmbiguousReferenceError",
+    "EntryExistsError",
+    "EntryNotFoundError",
+    "KINDS",
+    "LogitSet",
+    "LogitStore",
+    "StoreError",
+    "VerifyProblem",
+    "default_store_root",
+    "export_npz",
+    "extract_logits",
+    "extraction_identity",
+    "identity_key",
+    "import_msdnet_logits",
+    "import_npz",
+    "indices_sha256",
+    "load_msdnet_logits",
+    "load_npz_logits",
+]
 
 
 def __getattr__(name: str) -> object:

@@ -87,9 +87,17 @@ def read_chunk(
     return logits, labels, feats
 
 
+def _chunk_features(
+    chunk: tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, list[np.ndarray]],
+) -> list[np.ndarray]:
+    """The per-exit features of a chunk read with ``features=True``; none without."""
+    return chunk[2] if len(chunk) == 3 else []
+
+
 def _write_chunk(path: Path, logits: np.ndarray, labels: np.ndarray, span: tuple[int, int],
                  features: list[np.ndarray] | None = None) -> None:
-    extra = {FEATURE_MEMBER.format(k): f for k, f in enumerate(features or [])}
+    # Any: mypy would check a **dict of arrays against savez's allow_pickle (a bool) too
+    extra: dict[str, Any] = {FEATURE_MEMBER.format(k): f for k, f in enumerate(features or [])}
     with atomic_file(path) as f:
         np.savez(f, logits=logits, labels=labels, span=np.asarray(span, dtype=np.int64), **extra)
 
@@ -525,7 +533,7 @@ def _assemble(
     if first is None:
         raise StoreError(f"chunk 0 of {key[:12]} vanished or broke during extraction; rerun")
     _, k, c = first[0].shape
-    widths = [f.shape[1] for f in first[2]] if features else []  # type: ignore[misc]
+    widths = [f.shape[1] for f in _chunk_features(first)]
     with store.scratch(key) as tmp:
         mm = np.lib.format.open_memmap(tmp / "logits.npy", mode="w+", dtype=dt, shape=(n, k, c))
         fmm = [np.lib.format.open_memmap(tmp / FEATURE_FILE.format(j), mode="w+", dtype=dt,
@@ -546,7 +554,7 @@ def _assemble(
                     )
                 mm[s:e] = got[0]
                 labels[s:e] = got[1]
-                for j, f in enumerate(got[2] if features else []):  # type: ignore[misc]
+                for j, f in enumerate(_chunk_features(got)):
                     if f.shape[1] != widths[j]:
                         raise StoreError(
                             f"chunk {i} holds exit-{j} features of width {f.shape[1]}, chunk 0 "

@@ -199,6 +199,7 @@ def _open_archive(p: Path, *, load_values: bool) -> _Archive:
                     f"{p} has no 'logits' array (it has {sorted(files)}); "
                     "save per-exit logits as 'logits'"
                 )
+            assert z.zip is not None  # the archive is open inside this with block
             names = set(z.zip.namelist())
             member = z.zip.getinfo(kind if kind in names else f"{kind}.npy")
             with z.zip.open(member) as f:
@@ -407,7 +408,9 @@ class _MemberReader:
 
     def read_at(self, out: np.ndarray, pos: int) -> None:
         """Fill ``out`` with the data bytes from ``pos`` on (stored members only)."""
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        # ``.data`` is the array's buffer as a memoryview (numpy's type stubs declare
+        # ndarray's buffer protocol for Python >= 3.12 only); the same below
+        view = out.reshape(-1).view(np.uint8).data
         need = len(view)
         if self._base + pos + need > self._end:
             raise self._short(max(0, self._end - self._base - pos), need)
@@ -425,7 +428,7 @@ class _MemberReader:
             self.read_at(out, self._pos)
             self._pos += out.nbytes
             return
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data
         got, need = 0, len(view)
         try:
             while got < need:
@@ -449,7 +452,7 @@ class _MemberReader:
 
 
 # unsigned type, mask without the sign, exponent bits of IEEE binary16/32/64
-_FLOAT_BITS = {
+_FLOAT_BITS: dict[int, tuple[type[np.unsignedinteger], int, int]] = {
     2: (np.uint16, 0x7FFF, 0x7C00),
     4: (np.uint32, 0x7FFF_FFFF, 0x7F80_0000),
     8: (np.uint64, 0x7FFF_FFFF_FFFF_FFFF, 0x7FF0_0000_0000_0000),
@@ -572,7 +575,7 @@ class _Sink:
         for s in range(0, len(rows), step):
             out = np.ascontiguousarray(cast_logits(rows[s : s + step], dtype))
             self._write(out)
-            self._sha.update(out)
+            self._sha.update(out.data)
 
     def submit(self, rows: np.ndarray, dtype: np.dtype) -> list[Future[None]]:
         """Append ``rows`` (C-contiguous) cast to ``dtype``; the caller keeps them unchanged
@@ -580,7 +583,7 @@ class _Sink:
         hashes there too, so the hash sees the bytes in order either way.)"""
         if rows.dtype == dtype:
             return [self._writer.submit(self._write, rows),
-                    self._hasher.submit(self._sha.update, rows)]
+                    self._hasher.submit(self._sha.update, rows.data)]
         return [self._writer.submit(self._write_cast, rows, dtype)]
 
     def close(self, ok: bool) -> str:
@@ -676,7 +679,7 @@ def _stream_by_exit(reader: _MemberReader, out: Path, shape: tuple[int, int, int
                         _check_block(piece, kind, where, w0 + p0, e)
                         mm[p0 : p0 + pr, e] = cast_logits(piece[:, 0], dtype)
                     if e == k - 1:  # the window is final
-                        sha.update(mm)
+                        sha.update(mm.data)
                 finally:
                     del mm  # unmapped: its dirty pages stay in the page cache
                 if e == k - 1:
@@ -715,8 +718,8 @@ def import_npz(
         raise StoreError(f"block_bytes must be positive, got {block_bytes}")
     arch = _open_archive(p, load_values=False)
     resolved = _resolve(arch, layout)
-    shape = arch.header.shape
-    nkc = (shape[1], shape[0], shape[2]) if resolved == "knc" else shape
+    a0, a1, a2 = arch.header.shape  # 3-D: _resolve checked
+    nkc = (a1, a0, a2) if resolved == "knc" else (a0, a1, a2)
     src = arch.header.dtype
     if 0 in nkc:
         check_values(np.empty(nkc, dtype=src), arch.kind, arch.where)  # says "empty"
@@ -934,8 +937,8 @@ def export_npz(store: LogitStore, ref: str, path: str | os.PathLike[str], *,
         "kind": np.asarray(ls.kind),
         "layout": np.asarray("knc"),
     }
-    with atomic_file(out) as f, zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED,
-                                                allowZip64=True) as zf:
+    with atomic_file(out) as sink, zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED,
+                                                   allowZip64=True) as zf:
         with zf.open("logits.npy", "w", force_zip64=True) as member:
             member.write(_npy_header_bytes((k, n, c), dtype))
             for e in range(k):
@@ -944,7 +947,7 @@ def export_npz(store: LogitStore, ref: str, path: str | os.PathLike[str], *,
                     mm = np.memmap(src, dtype=dtype, mode="r", shape=(w, k, c),
                                    offset=header.offset + w0 * k * c * dtype.itemsize)
                     try:
-                        member.write(np.ascontiguousarray(mm[:, e]).reshape(-1))
+                        member.write(np.ascontiguousarray(mm[:, e]).reshape(-1).data)
                     finally:
                         del mm
         for key, arr in small.items():  # as np.savez writes them

@@ -83,6 +83,7 @@ class LogitSet:
         """The samples at ``indices`` (positions, not ids), loaded into memory; ``logits``:
         their rows, when the caller gathered them already."""
         idx = np.asarray(indices, dtype=np.int64)
+        assert self.ids is not None  # __post_init__ fills in the ids
         return LogitSet(
             logits=np.asarray(self.logits[idx]) if logits is None else logits,
             labels=self.labels[idx],

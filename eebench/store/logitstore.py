@@ -484,7 +484,7 @@ class LogitStore:
                     f"{self._describe(matches, manifests)}"
                 )
         close = difflib.get_close_matches(
-            ref, [m.get("name") for m in manifests.values() if m.get("name")], n=5
+            ref, [m["name"] for m in manifests.values() if m.get("name")], n=5
         )
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
         if not manifests:
@@ -646,8 +646,8 @@ class LogitStore:
                     raise StoreError(self._corrupt_message(key, f))
             with contextlib.suppress(OSError):  # a read-only store checks again next time
                 vpath.parent.mkdir(exist_ok=True)
-                with atomic_file(vpath, "w") as f:
-                    json.dump(list(sig), f)
+                with atomic_file(vpath, "w") as out:
+                    json.dump(list(sig), out)
         self._verified[key] = sig
 
     def _corrupt_message(self, key: str, file: str) -> str:
@@ -869,7 +869,7 @@ class LogitStore:
         _save_npy(tmp / "labels.npy", np.asarray(logitset.labels, dtype=np.int64))
         _save_npy(tmp / "ids.npy", np.asarray(logitset.ids, dtype=np.int64))
         _save_npy(tmp / "costs.npy", np.asarray(logitset.costs, dtype=np.float64))
-        feature_meta = []
+        feature_meta: list[dict[str, Any]] = []
         for j, feats in enumerate(logitset.features or []):
             fname = FEATURE_FILE.format(j)
             if not (tmp / fname).is_file():

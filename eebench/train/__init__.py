@@ -7,7 +7,7 @@ to reach a name costs nothing until training starts.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 _NAMES = (
     "TrainResult",
@@ -20,7 +20,29 @@ _NAMES = (
     "train_on_dataset",
 )
 
-__all__ = list(_NAMES)
+# The lazy names for type checkers and editors; at run time __getattr__ loads them.
+if TYPE_CHECKING:
+    from eebench.train.trainer import (
+        TrainResult,
+        evaluate_exits,
+        load_trained,
+        multi_exit_loss,
+        predict_exits,
+        read_checkpoint,
+        train_multi_exit,
+        train_on_dataset,
+    )
+
+__all__ = [  # list(_NAMES), written out so that linters and type checkers can read it
+    "TrainResult",
+    "evaluate_exits",
+    "load_trained",
+    "multi_exit_loss",
+    "predict_exits",
+    "read_checkpoint",
+    "train_multi_exit",
+    "train_on_dataset",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,10 +20,10 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +93,8 @@ def multi_exit_loss(
     weights = [1.0] * k if exit_weights is None else [float(w) for w in exit_weights]
     if len(weights) != k:
         raise ValueError(f"{len(weights)} exit_weights for {k} exits; give one weight per exit")
-    loss = sum(w * F.cross_entropy(z, target) for w, z in zip(weights, logits))
+    # a Tensor: logits is not empty (checked above), so sum() never returns its start value 0
+    loss = cast(torch.Tensor, sum(w * F.cross_entropy(z, target) for w, z in zip(weights, logits)))
     if distill_alpha:
         if distill_temperature <= 0:
             raise ValueError(f"distill_temperature must be positive, got {distill_temperature}")
@@ -104,7 +105,7 @@ def multi_exit_loss(
             for z in logits[:-1]
         )
         loss = loss + float(distill_alpha) * t * t * kd
-    return loss  # type: ignore[return-value]
+    return loss
 
 
 @torch.no_grad()
@@ -178,11 +179,18 @@ def _lr_lambda(total: int, warmup: int, scheduler: str):
     return factor
 
 
+def _len(ds: Dataset) -> int:
+    """``len(ds)``: torch's ``Dataset`` leaves ``__len__`` optional, training needs it."""
+    if not isinstance(ds, Sized):
+        raise TypeError(f"object of type {type(ds).__name__!r} has no len()")  # as len() says
+    return len(ds)
+
+
 def _describe(ds: Dataset | None) -> Any:
     describe = getattr(ds, "describe", None)
     if ds is None:
         return None
-    return _plain(describe()) if callable(describe) else {"type": type(ds).__name__, "n": len(ds)}  # type: ignore[arg-type]
+    return _plain(describe()) if callable(describe) else {"type": type(ds).__name__, "n": _len(ds)}
 
 
 def train_multi_exit(
@@ -235,7 +243,7 @@ def train_multi_exit(
         raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
     if distill_alpha is not None and distill_alpha < 0:
         raise ValueError(f"distill_alpha must be >= 0 (or None), got {distill_alpha}")
-    if len(train_set) == 0:  # type: ignore[arg-type]
+    if _len(train_set) == 0:
         raise ValueError("train_set is empty")
     n_classes = getattr(train_set, "num_classes", None)
     if n_classes is not None and n_classes > model.config.num_classes:
@@ -274,7 +282,7 @@ def train_multi_exit(
             opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum)
         else:
             opt = torch.optim.AdamW(groups, lr=lr)
-        n = len(train_set)  # type: ignore[arg-type]
+        n = _len(train_set)
         drop_last = n > batch_size and n % batch_size == 1  # a batch of one breaks BatchNorm
         loader = DataLoader(
             train_set,
@@ -410,7 +418,7 @@ def load_trained(path: str | Path) -> MultiExitModel:
     if problem:
         raise CheckpointMismatchError(f"{path} does not match {obj['model_name']}: {problem}")
     model.load_state_dict(obj["state_dict"], strict=True)
-    model.train_info = {  # type: ignore[attr-defined]
+    model.train_info = {
         "train_config": obj["train_config"],
         "history": obj["history"],
         "eebench_version": obj["eebench_version"],
@@ -444,10 +452,10 @@ def train_on_dataset(
     keywords go to :func:`train_multi_exit`; ``test_accuracy`` of the result is
     per-exit top-1 on the test split.
     """
-    from eebench.data import create_dataset, split_dataset
+    from eebench.data import ImageDataset, create_dataset, split_dataset
     from eebench.zoo.registry import create_model
 
-    full = create_dataset(dataset, **(dataset_params or {}))
+    full: ImageDataset = create_dataset(dataset, **(dataset_params or {}))  # no split: the full set
     views = split_dataset(
         full, seed=split_seed, fractions=fractions, index_files=index_files, val_size=val_size
     )

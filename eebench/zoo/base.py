@@ -57,6 +57,8 @@ class MultiExitModel(nn.Module):
 
     exits: list[str]
     config: ModelConfig
+    #: The recipe and history of a training checkpoint (set by ``eebench.train.load_trained``).
+    train_info: dict[str, Any]
 
     @property
     def num_exits(self) -> int:

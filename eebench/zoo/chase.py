@@ -282,6 +282,7 @@ class Fusion(nn.Module):
         for cam, layer, stack in ((self.cam_f, self.f, fine), (self.cam_h, self.h, same)):
             if layer is None:
                 continue
+            assert stack is not None  # a set with a module is always given (see the docstring)
             t = torch.cat(list(stack), dim=1) if len(stack) > 1 else stack[0]
             parts.append(layer(cam(t) if cam is not None else t))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
@@ -420,6 +421,8 @@ class CHASE(MultiExitModel):
                     if has_f:
                         f = _bottleneck_conv(cs[s - 1], g // 2, 2, bnf[s - 1])
                         cam_f = cam_of(cs[s - 1])
+                    h: nn.Module
+                    cam_h: CAM | None
                     if s == last and b in gal_set:
                         if cs[s] % gal_heads:
                             raise ValueError(
@@ -496,10 +499,12 @@ class CHASE(MultiExitModel):
         stacks[0] = [self.stem(x)]
         k = 0
         for b, block in enumerate(self.blocks):
+            assert isinstance(block, Block)  # __init__ builds self.blocks of Blocks
             if block.entry is not None:  # x_{1,0}^s = f(CAM(x_{1,0}^{s-1})): Eq. 1 at l = 0
                 for s, unit in zip(range(1, n), block.entry):
                     stacks[s] = [unit(stacks[s - 1], None)]
             else:
+                assert block.transition is not None  # every block but the first has one
                 stacks[b - 1] = []  # Eq. 2: the finest scale is discarded
                 transition = dict(zip(range(b, n), block.transition))
                 # T of the coarsest scale first: an exit between blocks reads it (Eq. 3).
@@ -512,6 +517,7 @@ class CHASE(MultiExitModel):
                         stacks = keep_rows(stacks, keep)
                         k += 1
             for ell, units in enumerate(block.layers, 1):
+                assert isinstance(units, nn.ModuleList)  # Block keeps each layer's fusions in one
                 for s, unit in zip(range(b, n), units):  # finest first: f reads x_{b,l}^{s-1}
                     stacks[s].append(unit(stacks[s - 1] if s > b else None, stacks[s]))
                 if self.positions[k] == (b + 1, ell):

@@ -8,6 +8,7 @@ mismatch names the first missing and unexpected keys and differing shapes.
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -79,7 +80,7 @@ def describe_mismatch(
     return "; ".join(parts)
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, torch.Tensor]:
+def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Strict-load ``path`` into ``model``; returns the state_dict that was loaded.
 
     A model may define ``convert_checkpoint(state_dict) -> state_dict`` to map
@@ -88,7 +89,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, torch.Tenso
     return load_checkpoint_object(model, read_checkpoint(path), str(path))
 
 
-def read_checkpoint(path: str | Path) -> Any:
+def read_checkpoint(path: str | os.PathLike[str]) -> Any:
     """The object a checkpoint file holds, read with ``weights_only=True`` on the CPU."""
     path = Path(path).expanduser()
     if path.is_dir():

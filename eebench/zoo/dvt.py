@@ -310,14 +310,9 @@ def sinusoid_table(n_position: int, dim: int) -> torch.Tensor:
     return table.to(torch.float32).unsqueeze(0)
 
 
-class Stage(nn.Module):
-    """One Transformer of the cascade (or a static model): embedding, blocks, norm, head.
-
-    ``forward(x, features, relations)`` returns the logits, the final tokens
-    before the norm (what the next stage's feature reuse reads) and the stacked
-    pre-softmax attention logits of all blocks, (B, depth * heads, N+1, N+1)
-    (what its relationship reuse reads).
-    """
+class _StageBody(nn.Module):
+    """A stage's modules (named as the official checkpoints name them) and its computation,
+    ``run``; :class:`Stage` and :class:`T2TViT` give it their own ``forward``."""
 
     def __init__(
         self,
@@ -396,7 +391,7 @@ class Stage(nn.Module):
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         return torch.cat((cls, tokens), dim=1) + self.pos_embed
 
-    def forward(
+    def run(
         self,
         x: torch.Tensor,
         features: torch.Tensor | None = None,
@@ -416,6 +411,24 @@ class Stage(nn.Module):
             x, logits = blk(x, self.token_grid, features, rel_k)
             own.append(logits)
         return self.head(self.norm(x)[:, 0]), x, torch.cat(own, dim=1)
+
+
+class Stage(_StageBody):
+    """One Transformer of the cascade (or a static model): embedding, blocks, norm, head.
+
+    ``forward(x, features, relations)`` returns the logits, the final tokens
+    before the norm (what the next stage's feature reuse reads) and the stacked
+    pre-softmax attention logits of all blocks, (B, depth * heads, N+1, N+1)
+    (what its relationship reuse reads).
+    """
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        features: torch.Tensor | None = None,
+        relations: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.run(x, features, relations)
 
 
 def _stage_kwargs(
@@ -496,14 +509,12 @@ class DVT(MultiExitModel):
             keep = check_keep((yield k, logits), logits.shape[0])
 
 
-class T2TViT(Stage, MultiExitModel):
+class T2TViT(_StageBody, MultiExitModel):
     """A single T2T-ViT at one token grid: the static reference point of the DVT paper.
 
     Its keys are those of the official T2T-ViT model (no prefix), so a
     yitu-opensource/T2T-ViT checkpoint loads into ``token_grid=14``.
     """
-
-    forward = MultiExitModel.forward  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -543,7 +554,7 @@ class T2TViT(Stage, MultiExitModel):
         )
 
     def iter_exits(self, x: torch.Tensor) -> Generator[tuple[int, torch.Tensor], Any, None]:
-        logits, _, _ = Stage.forward(self, x)
+        logits, _, _ = self.run(x)
         yield 0, logits
 
 

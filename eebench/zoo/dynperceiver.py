@@ -114,6 +114,7 @@ class Attention(nn.Module):
                     f"attention {what} width {c} is not divisible by {heads} heads; "
                     "choose num_sa_heads that divide the stage widths"
                 )
+        self.relative_position_bias: nn.Parameter | None
         if position_bias:
             self.relative_position_bias = nn.Parameter(torch.zeros(1, position_bias, qk_channels))
         else:
@@ -233,6 +234,13 @@ class _Backbone:
         self.drop_rate = 0.0
 
 
+def _conv_in(module: nn.Module, path: str) -> int:
+    """Input channels of the convolution at ``path`` (dotted, as in state_dict keys)."""
+    conv = module.get_submodule(path)
+    assert isinstance(conv, nn.Conv2d)  # the builders below name a convolution
+    return conv.in_channels
+
+
 def _regnet(num_classes: int) -> _Backbone:
     from torchvision.models.regnet import BlockParams, RegNet
 
@@ -262,8 +270,8 @@ def _mobilenet(num_classes: int) -> _Backbone:
     # The official split of torchvision's 17 feature modules into stem and four stages.
     bounds = [(0, 3), (3, 5), (5, 8), (8, 14), (14, 17)]
     parts = [nn.ModuleList([f[i] for i in range(a, b)]) for a, b in bounds]
-    stages = {f"cnn_body_stage{s}": parts[s] for s in range(1, 5)}
-    stage_in = [parts[s][0].block[0][0].in_channels for s in range(1, 5)]
+    stages: dict[str, nn.Module] = {f"cnn_body_stage{s}": parts[s] for s in range(1, 5)}
+    stage_in = [_conv_in(parts[s], "0.block.0.0") for s in range(1, 5)]
     bb = _Backbone(parts[0], stages, stage_in)
     last_conv = f[16][0].out_channels
     bb.stage4_out = last_conv
@@ -292,7 +300,7 @@ def _resnet(num_classes: int) -> _Backbone:
         (Bottleneck,) * 4, channels, (3, 4, 6, 3), stem_width, drop_path_rate=0.2
     )
     stages = {f"cnn_body_stage{i + 1}": m for i, (_, m) in enumerate(stage_list)}
-    stage_in = [m[0].conv1.in_channels for m in stages.values()]
+    stage_in = [_conv_in(m, "0.conv1") for m in stages.values()]
     bb = _Backbone(stem, stages, stage_in)
     features = channels[-1] * Bottleneck.expansion
     bb.stage4_out = features
@@ -321,6 +329,11 @@ def _map(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 class DynPerceiver(MultiExitModel):
     """Dyn-Perceiver on a RegNetY, MobileNetV3 or ResNet feature branch (see the module docstring)."""
+
+    # Registered with setattr under the official names (see __init__); declared for type checkers.
+    cnn_body: nn.Sequential  # the RegNet branch only
+    cross_att4_z2x: CrossAttentionLayer
+    self_att4: SelfAttentionBlock
 
     def __init__(
         self,

@@ -257,6 +257,7 @@ class MCGAAttention(nn.Module):
         for dw, prop, fuse in zip(self.dw, self.propagate, self.fuse):
             branch = fuse(prop(_tokens(dw(x_map)), groups))
             out = branch if out is None else out + branch
+        assert out is not None  # one branch per kernel size, and MCGA refuses an empty list
         return out
 
 

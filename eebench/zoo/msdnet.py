@@ -33,7 +33,7 @@ model's ``forward`` has the same order, which is why the cumulative costs its
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import torch
@@ -342,7 +342,7 @@ class MSDNet(MultiExitModel):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def iter_exits(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    def iter_exits(self, x: torch.Tensor) -> Generator[tuple[int, torch.Tensor], Any, None]:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(
                 f"{self.config.name or 'MSDNet'} takes RGB image batches of shape (N, 3, H, W), "

@@ -55,7 +55,7 @@ bilinear ``F.interpolate`` calls of the fusion layers nor the concatenations.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import torch
@@ -365,7 +365,7 @@ class RANet(MultiExitModel):
             cost_convention="msdnet",
         )
 
-    def iter_exits(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    def iter_exits(self, x: torch.Tensor) -> Generator[tuple[int, torch.Tensor], Any, None]:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(
                 f"{self.config.name or 'RANet'} takes RGB image batches of shape (N, 3, H, W), "
@@ -376,6 +376,7 @@ class RANet(MultiExitModel):
         last = self.num_exits - 1
         k = 0
         for s, flow in enumerate(self.scale_flows):
+            assert isinstance(flow, nn.ModuleList)  # __init__ builds one per sub-network
             h, stems = stems[0], stems[1:]
             # Every block's `outs`, for the next finer sub-network's fusion blocks (if any).
             outs: list[list[torch.Tensor]] = []

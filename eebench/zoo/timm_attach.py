@@ -70,7 +70,7 @@ import itertools
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from torch import nn
@@ -206,6 +206,20 @@ def _same_extras(a: _Call, b: _Call) -> bool:
     )
 
 
+class _SplitModel(Protocol):
+    """The two halves of a timm classifier's forward, which the attachment runs apart."""
+
+    def forward_features(self, x: torch.Tensor) -> Any: ...
+
+    def forward_head(self, x: Any) -> torch.Tensor: ...
+
+
+def _halves(backbone: nn.Module) -> _SplitModel:
+    """``backbone`` as the split model it is: ``_find_layout`` refuses a model without both
+    halves before anything runs them."""
+    return cast(_SplitModel, backbone)
+
+
 class _ForwardFeatures(nn.Module):
     """Lets ``torch.func.functional_call`` run a backbone's ``forward_features``."""
 
@@ -214,7 +228,7 @@ class _ForwardFeatures(nn.Module):
         self.backbone = backbone
 
     def forward(self, x: torch.Tensor) -> Any:
-        return self.backbone.forward_features(x)
+        return _halves(self.backbone).forward_features(x)
 
 
 def _probe(
@@ -352,7 +366,7 @@ def _candidate_units(backbone: nn.Module, features: list[str]) -> list[str]:
         holders = {c.split(".")[0] for c in containers}
         out.update((n, None) for n, _ in backbone.named_children() if n not in holders)
     for c in containers:
-        for child, _ in _get(backbone, c).named_children():  # type: ignore[union-attr]
+        for child, _ in backbone.get_submodule(c).named_children():  # a container found above
             out[f"{c}.{child}"] = None
     return list(out)
 
@@ -475,10 +489,10 @@ def _find_layout(backbone: nn.Module, timm_name: str, input_size: tuple[int, int
     # After the trunk: the units that follow it, then a chain of the model's direct children,
     # must lead to forward_features' result, or the model's own head cannot be fed exactly
     # what it expects.
-    post: list[str] | None = []
+    post: list[str] | None = None
     tail_units = once[end + 1 :]
     if all(links[end:]):
-        post += tail_units  # type: ignore[operator]
+        chain = list(tail_units)
         last = calls[(tail_units or units)[-1]][0]
         current, version, t = last.out, last.out_version, last.post
         tail = sorted(
@@ -487,20 +501,18 @@ def _find_layout(backbone: nn.Module, timm_name: str, input_size: tuple[int, int
             if "." not in name and len(cs) == 1 and cs[0].pre > t and name not in once
         )
         for _, name in tail:
-            c = calls[name][0]
+            call = calls[name][0]
             if (
-                len(c.args) == 1
-                and not c.kwargs
-                and c.pre > t
-                and c.args[0] is current
-                and c.in_version == version
+                len(call.args) == 1
+                and not call.kwargs
+                and call.pre > t
+                and call.args[0] is current
+                and call.in_version == version
             ):
-                post.append(name)  # type: ignore[union-attr]
-                current, version, t = c.out, c.out_version, c.post
-        if current is not result or _version(result) != version:
-            post = None
-    else:
-        post = None
+                chain.append(name)
+                current, version, t = call.out, call.out_version, call.post
+        if current is result and _version(result) == version:
+            post = chain
     return _Layout(
         stop_at=stop_at,
         units=units,
@@ -806,7 +818,7 @@ class TimmAttachedExits(MultiExitModel):
                 _raise_stem_done, with_kwargs=True, prepend=True
             )
             try:
-                backbone.forward_features(inp)
+                _halves(backbone).forward_features(inp)
             except _StemDone as done:
                 return done.args_[0], done.args_[1:], done.kwargs_
             finally:
@@ -836,7 +848,7 @@ class TimmAttachedExits(MultiExitModel):
             if k == last and self._own_head:
                 for p in self._post:
                     h = self.backbone.get_submodule(p)(h)
-                yield k, self.backbone.forward_head(h)
+                yield k, _halves(self.backbone).forward_head(h)
                 return
             logits = self.heads[k](h)
             keep = yield k, logits
@@ -846,13 +858,20 @@ class TimmAttachedExits(MultiExitModel):
             k += 1
 
 
+@runtime_checkable
+class _Resettable(Protocol):
+    """A module that can re-initialise its parameters (torch's norms can)."""
+
+    def reset_parameters(self) -> None: ...
+
+
 def _norm_like(backbone: nn.Module, channels: int) -> nn.Module:
     """A fresh copy of the model's final norm when its width matches, else LayerNorm."""
     norm = getattr(backbone, "norm", None)
     if (
         isinstance(norm, nn.Module)
         and tuple(getattr(norm, "normalized_shape", ())) == (channels,)
-        and hasattr(norm, "reset_parameters")
+        and isinstance(norm, _Resettable)
     ):
         fresh = copy.deepcopy(norm)
         fresh.reset_parameters()
@@ -885,11 +904,11 @@ def _input_size(
         return (in_chans, int(size[1]), int(size[2]))
     if isinstance(input_size, int) and not isinstance(input_size, bool):
         return (in_chans, input_size, input_size)
-    size = tuple(int(s) for s in input_size)
+    size = () if isinstance(input_size, bool) else tuple(int(s) for s in input_size)
     if len(size) == 2:
-        return (in_chans, *size)  # type: ignore[return-value]
+        return (in_chans, *size)
     if len(size) == 3:
-        return size  # type: ignore[return-value]
+        return size
     raise ValueError(
         f"input_size must be an int, (height, width) or (channels, height, width), got {input_size!r}"
     )
