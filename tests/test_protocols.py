@@ -144,3 +144,37 @@ def test_nested_lists_are_not_a_q_grid() -> None:
     for solver in ("geometric", "exact", "eenet"):
         with pytest.raises(ValueError, match="sweep solver's grid"):
             make_policy("confidence", solver, grid=[[0.5, 1.0], [2.0, 3.0]]).fit(ls)
+
+
+def test_models_fit_on_their_training_split_outputs(tmp_path) -> None:
+    path = tmp_path / "train_fit.toml"
+    path.write_text("""
+[suite]
+name = "trainfit"
+
+[data]
+dataset = "digits"
+splits = { train = 0.5, val = 0.2, test = 0.3 }
+
+[[models]]
+name = "timm/resnet10t"
+label = "R"
+overrides = { input_size = 16, exits = [2, 3, 4] }
+
+[[policies]]
+score = "confidence"
+solver = "geometric"
+grid = [0.5, 1.0, 2.0]
+
+[evaluate]
+n_boot = 5
+fit_split = "train"
+""")
+    out = run_suite(path, store_root=tmp_path / "store", results_root=tmp_path / "results",
+                    reports_root=tmp_path / "reports", progress=False)
+    curves = pd.read_csv(out.results_dir / "curves.csv")
+    assert set(curves["fit_on"]) == {"training split"}
+    meta = json.loads((out.results_dir / "meta.json").read_text())
+    train_key = meta["models"]["R"].get("fit_on")
+    assert train_key == "training split"
+    assert "fit on training split" in out.report_index.read_text()

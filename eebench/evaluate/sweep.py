@@ -323,7 +323,7 @@ def run_sweep(
 
 FIT_ON = {
     "val": "validation split",
-    "train": "training split (thresholds fit on training images)",
+    "train": "training split",
     "test": "test set (tuned on the test set: no held-out split)",
 }
 """What a curve's ``fit_on`` column says for each source of the fitting outputs."""
