@@ -342,7 +342,7 @@ def cmd_store_verify(args: argparse.Namespace) -> int:
     problems = store.verify(args.ref)
     for p in problems:
         print(f"{p}; remove it with `eebench store rm {p.key[:12]}` and recreate it")
-    n = len(store.keys()) + len(store.broken()) if args.ref is None else 1
+    n = len(set(store.keys()) | {k for k, _ in store.broken()}) if args.ref is None else 1
     if args.ref is None:
         _print_store_health(store.root)
     print(f"{'FAILED' if problems else 'OK'}: {n} entr{'y' if n == 1 else 'ies'} checked in {store.root}")

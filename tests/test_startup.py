@@ -171,7 +171,9 @@ def test_store_ls_reports_every_broken_entry_and_all_unfinished_work(tmp_path, c
                                  "cannot be read (") and out[5].endswith(f"`eebench store rm {'a' * 12}`")
         assert main(["store", "verify", "--store", str(store.root)]) == 1
         verified = capsys.readouterr().out.splitlines()
-        assert verified[-5:-1] == out[5:] and verified[-1].startswith("FAILED: ")
+        assert verified[-5:-1] == out[5:]
+        folders = [p for p in store.root.iterdir() if len(p.name) == 64]
+        assert verified[-1].startswith(f"FAILED: {len(folders)} entries checked")  # each once
     assert [(i.path.name, i.kind, i.active) for i in store.partial_items()] == [
         ("c" * 64, "extraction", False), ("leftover-0123", "leftover", False)]
     for key in ("a" * 12, "b" * 12, "f" * 12):
