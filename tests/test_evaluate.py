@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from policy_testing import synthetic_exits
 from shared_data import SHARED_DATA
 
 from eebench.data.splits import SplitError
@@ -48,12 +49,7 @@ def _cifar() -> LogitSet:
 
 def _synthetic(n: int = 2000, k: int = 4, c: int = 10, seed: int = 0) -> LogitSet:
     """Exits that get better with depth (with saturation, so a policy can match the last exit)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, c, n)
-    z = rng.normal(0, 1, size=(n, k, c))
-    strength = (3.0 - 1.5 * 0.4 ** np.arange(k))[None, :] * rng.random((n, 1)) * 2
-    z[np.arange(n), :, labels] += strength
-    return LogitSet(z.astype(np.float32), labels, np.linspace(1.0, 4.0, k))
+    return synthetic_exits(n, k, c, seed)
 
 
 # ---------------------------------------------------------------- anytime and ECE

@@ -9,17 +9,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_NAMES = (
-    "TrainResult",
-    "evaluate_exits",
-    "load_trained",
-    "multi_exit_loss",
-    "predict_exits",
-    "read_checkpoint",
-    "train_multi_exit",
-    "train_on_dataset",
-)
-
 # The lazy names for type checkers and editors; at run time __getattr__ loads them.
 if TYPE_CHECKING:
     from eebench.train.trainer import (
@@ -33,7 +22,7 @@ if TYPE_CHECKING:
         train_on_dataset,
     )
 
-__all__ = [  # list(_NAMES), written out so that linters and type checkers can read it
+__all__ = [  # written out so that linters and type checkers can read it
     "TrainResult",
     "evaluate_exits",
     "load_trained",
@@ -43,6 +32,7 @@ __all__ = [  # list(_NAMES), written out so that linters and type checkers can r
     "train_multi_exit",
     "train_on_dataset",
 ]
+_NAMES = tuple(__all__)
 
 
 def __getattr__(name: str) -> Any:
