@@ -36,11 +36,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from memory import memory_now
 
-from eebench.evaluate import run_sweep, split_logitset
+from eebench.evaluate import run_sweep
 from eebench.policies import GeometricSolver, assign_exits, evaluate_exits, score_cache
 from eebench.policies.scores import block_rows, scores_and_predictions
 from eebench.store.logitset import LogitSet
+from eebench.store.splits import split_logitset
 
 SCORE_NAMES = ("confidence", "entropy", "margin", "patience", "ensemble-confidence")
 
@@ -130,33 +132,14 @@ def bare_sweep(ls: LogitSet) -> None:
         evaluate_exits(assign_exits(ts, sol.thresholds), tc, test.costs)
 
 
-def _memory_now() -> tuple[int, int, str]:
-    """(resident bytes now, peak resident bytes, source). Linux: VmRSS and VmHWM of this
-    process's own memory (they start afresh at exec); elsewhere ru_maxrss for both (which
-    a child started by vfork inherits from its parent, so run this before the parent grows)."""
-    import resource
-
-    try:
-        fields = dict(
-            line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines()
-            if ":" in line
-        )
-        rss = int(fields["VmRSS"].split()[0]) * 1024
-        hwm = int(fields["VmHWM"].split()[0]) * 1024
-        return rss, hwm, "VmHWM"
-    except (OSError, KeyError, ValueError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return peak, peak, "ru_maxrss"
-
-
 def memory_child(folder: str) -> None:
     """Run in a subprocess: one sweep on the memory map, report the peak growth."""
     import pandas  # noqa: F401 - imported before the baseline, as run_sweep needs it
 
     ls = open_set(Path(folder))
-    before, _, _ = _memory_now()
+    before, _, _ = memory_now()
     curve = run_sweep(ls, val_fraction=0.5, seed=0, score="confidence", grid="msdnet")
-    _, peak, source = _memory_now()
+    _, peak, source = memory_now()
     print(json.dumps({"before": before, "peak": peak, "bytes": int(ls.logits.nbytes),
                       "rows": len(curve), "source": source}))
 

@@ -32,20 +32,21 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from memory import max_rss
 
 from eebench.store.formats import BLOCK_BYTES
 
 MB = 1 << 20
 
 CHILD = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
+
+sys.path.insert(0, sys.argv[6])
+from memory import max_rss, memory_now
 
 def peak():
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return None
+    _, hwm, source = memory_now()
+    return hwm if source == "VmHWM" else None
 
 from eebench.store import LogitStore
 from eebench.store.formats import export_npz, import_npz, load_npz_logits
@@ -65,9 +66,7 @@ else:  # the in-memory path: load everything, then put
                 "costs": ls.costs.tolist(), "layout": ls.manifest["layout"]}
     store.put(ls, identity)
 seconds = time.perf_counter() - t0
-scale = 1 if sys.platform == "darwin" else 1024
-print(json.dumps({"seconds": seconds, "before": before, "peak": peak(),
-                  "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale}))
+print(json.dumps({"seconds": seconds, "before": before, "peak": peak(), "maxrss": max_rss()}))
 """
 
 
@@ -104,7 +103,7 @@ def write_npz(path: Path, n: int, k: int, c: int, seed: int, layout: str, compre
 
 def run_child(what: str, src: Path, root: Path, out: Path, block: int) -> dict:
     res = subprocess.run([sys.executable, "-c", CHILD, what, str(src), str(root), str(out),
-                          str(block)], capture_output=True, text=True)
+                          str(block), str(Path(__file__).parent)], capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"{what} failed:\n{res.stderr}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -160,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             root = tmp / f"store-{i}"
             imports.append(run_child("import", src, root, tmp / "unused", block))
             if i == 0:
-                children_maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-                children_maxrss *= 1 if sys.platform == "darwin" else 1024
+                children_maxrss = max_rss(resource.RUSAGE_CHILDREN)
             if i < args.repeats - 1:
                 shutil.rmtree(root)
         keep = tmp / f"store-{args.repeats - 1}"
@@ -196,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if in_memory is not None:
         print(f"import (in memory, old path)  {in_memory['seconds']:8.3f} s   "
               f"{in_memory['seconds'] / t_copy:6.2f} x copy")
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    own = max_rss()
     print(f"peak memory, import: ru_maxrss of children {mib(children_maxrss)} "
           f"(this process's own peak {mib(own)})")
     for label, r in (("import", first), ("export", exp), ("in-memory import", in_memory)):

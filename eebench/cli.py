@@ -14,9 +14,9 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from eebench.errors import EebenchError
+from eebench.errors import EebenchError, InputError
 
 
 def _floats(text: str) -> list[float]:
@@ -128,8 +128,8 @@ def cmd_costs(args: argparse.Namespace) -> int:
 
     overrides = args.overrides or {}
     if args.list_conventions:
-        for name, text in CONVENTIONS.items():
-            print(f"{name}: {text}\n")
+        for name, convention in CONVENTIONS.items():
+            print(f"{name}: {convention.description}\n")
         return 0
     if args.csv:
         prepare_output_file(args.csv, "--csv")
@@ -282,7 +282,7 @@ def cmd_verify_accuracy(args: argparse.Namespace) -> int:
 
 def _key_value(text: str) -> tuple[str, str]:
     if "=" not in text:
-        raise ValueError(f"expected NAME=PATH, got {text!r}")
+        raise InputError(f"expected NAME=PATH, got {text!r}")
     k, v = text.split("=", 1)
     return k, v
 
@@ -487,7 +487,7 @@ FEATURES_HELP = ("also store each exit's pre-logit features (what the laplace ca
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from eebench.suite import current_command, run_suite
+    from eebench.runner import current_command, run_suite
 
     out = run_suite(
         args.suite, store_root=args.store, results_root=args.results,
@@ -504,7 +504,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from eebench.compare import compare
-    from eebench.suite import current_command
+    from eebench.runner import current_command
 
     out = compare(
         args.source, args.policies, costs=args.costs, out=args.out, cost_unit=args.cost_unit,
@@ -517,6 +517,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policies(args: argparse.Namespace) -> int:
+    from eebench.policies.factory import policy_catalog
+
+    rows = policy_catalog()
+    width = max(len(r["kind"]) for r in rows), max(len(r["name"]) for r in rows)
+    for r in rows:
+        line = f"{r['kind']:<{width[0]}}  {r['name']:<{width[1]}}  {r['options']}"
+        print(line.rstrip())
+    return 0
+
+
 def cmd_suite_schema(args: argparse.Namespace) -> int:
     from eebench.suite import format_schema
 
@@ -526,8 +537,9 @@ def cmd_suite_schema(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from eebench.parallel import current
+    from eebench.runner import extract_models
     from eebench.store import LogitStore, default_store_root
-    from eebench.suite import extract_models, load_suite
+    from eebench.suite import load_suite
 
     suite = load_suite(args.suite)
     store = LogitStore(default_store_root(args.store))
@@ -600,7 +612,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 
         res = load_results(args.results)
         if not args.budgets:
-            raise ValueError("give --budgets (costs in the results' unit, e.g. 1e9,2e9) with --results")
+            raise InputError("give --budgets (costs in the results' unit, e.g. 1e9,2e9) with --results")
         scale = cost_scale(res.meta["cost_unit"], res.curves["test_cost"])
         values = ablation_from_curves(res.curves, args.budgets, scale, policy=args.policy,
                                       variants=variants)
@@ -615,6 +627,12 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
+def _either(names: Iterable[str]) -> str:
+    """Registered names for a help text: "a, b or c"."""
+    names = list(names)
+    return " or ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else "none"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eebench",
@@ -622,6 +640,11 @@ def build_parser() -> argparse.ArgumentParser:
         "exit policies, reports.",
     )
     from eebench import __version__
+    from eebench.costs.conventions import CONVENTIONS
+    from eebench.data.registry import DATASETS
+    from eebench.registry import normalize_name
+    from eebench.report.imported import COST_UNITS, FORMATS
+    from eebench.report.published import DATASETS as PUBLISHED_DATASETS
 
     p.add_argument("--version", action="version", version=f"eebench {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -650,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--convention",
         default=None,
-        help="counting convention: fvcore, msdnet or dynperceiver (default: the one the model's "
+        help=f"counting convention: {_either(CONVENTIONS)} (default: the one the model's "
         "paper used; --list-conventions describes them)",
     )
     sp.add_argument("--overrides", type=_json_object,
@@ -684,7 +707,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "images of the model's input size)")
     sp.add_argument("--data-params", type=_json_object, help='data set arguments, e.g. \'{"root": "..."}\'')
     sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--convention", default="fvcore", help="cost convention of the prediction")
+    sp.add_argument("--convention", default="fvcore",
+                    help=f"cost convention of the prediction: {_either(CONVENTIONS)}")
     sp.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     sp.add_argument("--threads", type=int, help="torch CPU threads (recorded either way)")
     sp.add_argument("--warmup", type=int, default=2)
@@ -734,7 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("train", "train a multi-exit model on a small data set (CPU is fine)", cmd_train)
     sp.add_argument("model", help="registered model name")
-    sp.add_argument("--dataset", default="digits")
+    sp.add_argument("--dataset", default="digits", help=f"data set: {_either(DATASETS)}")
     sp.add_argument("--overrides", type=_json_object,
                     help='model overrides as JSON, e.g. \'{"num_classes": 10}\'')
     sp.add_argument("--epochs", type=int, default=10)
@@ -753,23 +777,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="seed of the validation split")
     sp.add_argument("--val-index", help=".npy of validation sample indices (the rest is test)")
     sp.add_argument("--score", default="confidence",
-                    help="confidence, entropy, margin, patience (PABEE: exits agreeing in a row) "
-                    "or ensemble-confidence (confidence of the running mean of exits 1..k)")
+                    help="exit score (default confidence; `eebench policies` lists every one)")
     sp.add_argument("--solver", default="geometric",
-                    help="geometric, exact, sweep, ga, risk (risk control), eenet (learned exit "
-                    "scores), oracle, random, static")
+                    help="threshold solver, or a policy that thresholds no score (default "
+                    "geometric; `eebench policies` lists them with their options)")
     sp.add_argument("--grid", default=None,
-                    help="q grid name (msdnet, imta, dvt, dynperceiver, eenet) or values; sweep: "
-                    "thresholds, 'last' = every sample to the last exit")
+                    help="q grid name or values; sweep: thresholds, 'last' = every sample to "
+                    "the last exit")
     sp.add_argument("--budgets", type=_floats, help="target mean costs, in the unit of --costs")
     sp.add_argument("--calibration", default=None,
-                    help="temperature, mie (model-internal ensemble), temperature+mie, laplace "
-                    "(needs a store entry extracted with features), laplace+mie")
+                    help="calibration of the scores (laplace needs a store entry extracted with "
+                    "features)")
     sp.add_argument("--epsilon", type=_floats,
                     help="risk: bound(s) on the accuracy drop against the last exit, e.g. 0.01,0.05")
     sp.add_argument("--delta", type=float,
                     help="risk: allowed probability that the drop exceeds epsilon (default 0.1)")
-    sp.add_argument("--bound", choices=["binomial", "hb"],
+    sp.add_argument("--bound",
                     help="risk: p-value of the test (default binomial)")
     sp.add_argument("--fit-source",
                     help="fit the thresholds on another .npz or store entry (e.g. training-image "
@@ -782,6 +805,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "--option generations=60 (ga); an unknown name lists the accepted ones")
     sp.add_argument("--out", help="write the curve as CSV")
     store_opt(sp)
+
+    add("policies", "every registered score, calibration, q grid, solver and policy, with "
+        "the options each solver and policy takes", cmd_policies)
 
     sp = add("run", "run a benchmark suite end to end (train, count, extract, evaluate, report)", cmd_run)
     sp.add_argument("suite", help="suite TOML file, e.g. suites/quickstart.toml")
@@ -843,10 +869,10 @@ def build_parser() -> argparse.ArgumentParser:
              "checkpoint) as published-numbers CSV", cmd_import_curve)
     sp.add_argument("path", help="the file to import")
     sp.add_argument("--out", required=True, help="CSV to write, e.g. results/published-local/mynet.csv")
-    sp.add_argument("--dataset", required=True, choices=["imagenet", "cifar10", "cifar100"])
-    sp.add_argument("--format", choices=["dynamic_txt", "l2w", "calibrated_dnn", "dvt_checkpoint"],
+    sp.add_argument("--dataset", required=True, choices=PUBLISHED_DATASETS)
+    sp.add_argument("--format", choices=FORMATS.names(), type=normalize_name,
                     help="default: detected from the file")
-    sp.add_argument("--cost-unit", choices=["macs", "mmacs", "gmacs"],
+    sp.add_argument("--cost-unit", choices=list(COST_UNITS),
                     help="unit of the file's costs (required for dynamic.txt: MSDNet/RANet/IMTA/L2W write "
                     "MACs, Dynamic Perceiver GMACs)")
     sp.add_argument("--flops", help="L2W: flops.txt when it is not next to the CSV")
@@ -891,8 +917,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; a user's mistake or an OS fault ends in one line on stderr and exit
-    status 2 (``EEBENCH_DEBUG=1`` shows the traceback instead)."""
+    """Run one command; a user's mistake (an :class:`EebenchError`) or an OS fault ends in one
+    line on stderr and exit status 2 (``EEBENCH_DEBUG=1`` shows the traceback instead); any
+    other exception is a bug and shows its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -907,7 +934,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (EebenchError, ValueError, KeyError, OSError) as exc:
+    except (EebenchError, OSError) as exc:
+        # anything else is a bug in eebench: its traceback is what a maintainer needs
         if os.environ.get("EEBENCH_DEBUG"):
             raise
         print(f"eebench {args.command}: error: {_one_line(exc)}", file=sys.stderr)
@@ -916,9 +944,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line; OS errors say which file and what happened."""
-    if isinstance(exc, KeyError) and exc.args and not isinstance(exc, EebenchError):
-        msg = str(exc.args[0])
-    elif isinstance(exc, OSError) and not isinstance(exc, EebenchError) and exc.strerror:
+    if isinstance(exc, OSError) and not isinstance(exc, EebenchError) and exc.strerror:
         where = f"{exc.filename}: " if exc.filename else ""
         msg = f"{where}{exc.strerror}"
     else:

@@ -16,17 +16,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from eebench.errors import InputError
+from eebench.policies.spec import POLICY, check_policy_table, normalize_policy_table, policy_label
+from eebench.runner import SuiteOutput, run_suite
 from eebench.schema import SuiteError, validate_table
-from eebench.suite import (
-    COST_UNITS,
-    POLICY,
-    SuiteOutput,
-    policy_label,
-    run_suite,
-    validate_suite,
-)
-
-STORE_PREFIX = "store:"
+from eebench.store.sources import STORE_PREFIX
+from eebench.suite import COST_UNITS, validate_suite
 
 
 def source_name(source: str | Path) -> str:
@@ -48,7 +43,7 @@ def policy_tables(policies: str | Sequence[str | Mapping[str, Any]]) -> list[dic
     items: list[str | Mapping[str, Any]] = (
         list(split_policy_specs(policies)) if isinstance(policies, str) else list(policies))
     if not items:
-        raise ValueError("no policies given; name at least one, e.g. confidence/geometric")
+        raise InputError("no policies given; name at least one, e.g. confidence/geometric")
     tables: list[dict[str, Any]] = []
     for item in items:
         if isinstance(item, str):
@@ -56,11 +51,14 @@ def policy_tables(policies: str | Sequence[str | Mapping[str, Any]]) -> list[dic
         elif isinstance(item, Mapping):
             given = {k: v for k, v in item.items() if v is not None}
             try:
-                tables.append(validate_table(given, POLICY, f"policy table {given}", ""))
+                table = validate_table(given, POLICY, f"policy table {given}", "")
+                normalize_policy_table(table)
+                check_policy_table(table, f"policy table {given}", "")
+                tables.append(table)
             except SuiteError as exc:
-                raise ValueError(str(exc)) from None
+                raise InputError(str(exc)) from None
         else:
-            raise ValueError(f"a policy is a spec string or a table, got {item!r}")
+            raise InputError(f"a policy is a spec string or a table, got {item!r}")
     return tables
 
 
@@ -101,7 +99,7 @@ def compare(
     labels = [policy_label(t) for t in tables]
     for i, lab in enumerate(labels):
         if labels.index(lab) != i:
-            raise ValueError(f"two policies go by the label {lab!r}; tell them apart with "
+            raise InputError(f"two policies go by the label {lab!r}; tell them apart with "
                              f"(label=...) in one spec, e.g. {lab}(...,label={lab}-2)")
     factor = COST_UNITS.get(cost_unit, 1.0)  # budgets in the unit of costs; results in MACs
 

@@ -28,3 +28,22 @@ class DataError(EebenchError, ValueError):
 class OutputPathError(EebenchError, ValueError):
     """An output location that cannot be written as asked (a file where a folder is needed,
     a path outside its root, a read-only folder)."""
+
+
+class InputError(EebenchError, ValueError):
+    """A value given to eebench (an option, a file's content, an argument) that it cannot use;
+    the message says which value and what would work."""
+
+
+class InputTypeError(EebenchError, TypeError):
+    """An argument of the wrong kind (a number where a name is needed, an object that is not
+    a policy, ...)."""
+
+
+class MissingKeyError(EebenchError, KeyError):
+    """A file or table that lacks an entry it must hold."""
+
+
+class UnknownNameError(EebenchError, KeyError, ValueError):
+    """A name that no registry holds (a model, data set, score, solver, ...); the message lists
+    the close matches and where to see every registered name."""

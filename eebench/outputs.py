@@ -108,6 +108,31 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
             tmp.unlink()
 
 
+def write_table(frame: Any, path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write a results table as ``path`` (CSV, no index) and as Parquet beside it (the same
+    name ending in ``.parquet``), each atomically; returns both paths.
+
+    The Parquet file holds the table as a CSV reader gets it back (the CSV text parsed
+    again), so the two never disagree: an empty text cell is missing in both, a number has
+    the same value and type in both. CSV stays the format people open; Parquet keeps the
+    types for programs. ``frame`` is a pandas DataFrame (pandas is imported here only).
+    """
+    import io
+
+    import pandas as pd
+
+    csv_path = Path(path)
+    parquet_path = csv_path.with_suffix(".parquet")
+    text = frame.to_csv(index=False)
+    # what a reader gets back; a frame with no columns has no CSV to read, only a line break
+    again = pd.read_csv(io.StringIO(text)) if len(frame.columns) else pd.DataFrame()
+    with atomic_file(csv_path, "wb") as f:
+        f.write(text.encode("utf-8"))
+    with atomic_file(parquet_path, "wb") as f:
+        again.to_parquet(f, index=False)
+    return csv_path, parquet_path
+
+
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 

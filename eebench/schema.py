@@ -36,6 +36,14 @@ class Field:
 class Table:
     fields: dict[str, Field] = field(default_factory=dict)
     open_keys: bool = False  # free-form table (e.g. model overrides)
+    more: Callable[[], dict[str, Field]] | None = None
+    """Keys read from elsewhere when the table is used (e.g. every registered solver's
+    options), so that a component registered later is accepted at once."""
+
+    def all_fields(self) -> dict[str, Field]:
+        """``fields`` and the keys ``more`` adds (fixed keys win on a clash)."""
+        extra = self.more() if self.more else {}
+        return {**self.fields, **{k: f for k, f in extra.items() if k not in self.fields}}
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
@@ -66,13 +74,14 @@ def validate_table(data: Mapping[str, Any], table: Table, where: str, path: str)
     if not isinstance(data, Mapping):
         raise SuiteError(f"{where}: {path or 'top level'} must be a table, got {type(data).__name__}")
     out: dict[str, Any] = {}
+    fields = table.all_fields()
     if not table.open_keys:
         for key in data:
-            if key not in table.fields:
+            if key not in fields:
                 import difflib
 
-                hint = difflib.get_close_matches(key, list(table.fields), n=1)
-                known = ", ".join(sorted(table.fields))
+                hint = difflib.get_close_matches(key, list(fields), n=1)
+                known = ", ".join(sorted(fields))
                 raise SuiteError(
                     f"{where}: unknown key {_join(path, key)!r}"
                     + (f" (did you mean {_join(path, hint[0])!r}?)" if hint else "")
@@ -80,7 +89,7 @@ def validate_table(data: Mapping[str, Any], table: Table, where: str, path: str)
                 )
     else:
         out.update(data)
-    for key, spec in table.fields.items():
+    for key, spec in fields.items():
         p = _join(path, key)
         if key not in data:
             if spec.required:

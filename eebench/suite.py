@@ -1,48 +1,34 @@
-"""Benchmark suites: a TOML file that names data, models, policies and report options,
-and the runner that walks the whole flow of DESIGN.md over it.
+"""Benchmark suites: a TOML file that names data, models, policies and report options.
 
-The file is validated completely before anything runs. The runner is
-idempotent: trained weights and extracted logits are found again by identity,
-so a second run only re-fits policies and redraws the report. A suite built in
-code (``eebench compare``) goes through the same validator and runner, so its
-results are those of the equivalent file.
+The file is validated completely before anything runs; eebench.runner then walks the
+whole flow of DESIGN.md over it. A suite built in code (``eebench compare``) goes through
+the same validator and runner, so its results are those of the equivalent file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shlex
-import sys
-import time
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from eebench.errors import DataError, OutputPathError
-from eebench.outputs import atomic_dir, check_path_name, prepare_output_dir
-from eebench.parallel import current as current_world
+from eebench.costs.conventions import cumulative_conventions
+from eebench.costs.units import MAC_UNITS
+from eebench.errors import OutputPathError
+from eebench.outputs import check_path_name
+from eebench.policies.spec import (
+    POLICY,
+    build_policy,
+    check_policy_table,
+    normalize_policy_table,
+    policy_label,
+    registered_choices,
+    table_policy_kind,
+)
 from eebench.schema import Field, SuiteError, Table, one_of, positive, validate_table
-
-BASELINES = ("oracle", "random", "static")
-
-
-def _registered(kind: str) -> Callable[[Any], str | None]:
-    """A check against the names the policies package registers (read when a suite is
-    validated, so a newly registered score, calibration or solver is accepted at once)."""
-
-    def check(value: Any) -> str | None:
-        from eebench.policies import list_calibrations, list_policy_solvers, list_scores
-
-        names = {"score": list_scores, "solver": list_policy_solvers,
-                 "calibration": list_calibrations}[kind]()
-        return None if value in names else f"must be one of {', '.join(names)}; got {value!r}"
-
-    return check
+from eebench.suite_types import ModelTable, Suite
 
 
 def _costs(value: list[float]) -> str | None:
@@ -103,41 +89,7 @@ MODEL = Table(
     }
 )
 
-POLICY = Table(
-    {
-        "label": Field(str, default=None),
-        "score": Field(str, default="confidence", check=_registered("score")),
-        "solver": Field(str, default="geometric", check=_registered("solver")),
-        "grid": Field((str, list), default=None, doc="q grid name or list of values"),
-        "budgets": Field(list, default=None, items=float, check=_budgets,
-                         doc="target mean costs, in MACs"),
-        "calibration": Field(str, default=None, check=_registered("calibration")),
-        "thresholds": Field(list, default=None, items=(float, str),
-                            doc="sweep: threshold grid (\"last\": every sample to the last exit)"),
-        "like": Field(str, default=None, doc="random: the policy label whose exit fractions it copies"),
-        "seed": Field(int, default=0),
-        "generations": Field(int, default=None, check=positive, doc="ga: generations"),
-        "population": Field(int, default=None, check=positive, doc="ga: population size"),
-        "epsilon": Field((float, list), default=None,
-                         doc="risk: bound(s) on the accuracy drop against the last exit"),
-        "delta": Field(float, default=None, doc="risk: allowed probability of a larger drop"),
-        "bound": Field(str, default=None, check=one_of(["binomial", "hb"]),
-                       doc="risk: p-value of the test (binomial or Hoeffding-Bentkus)"),
-        "hidden": Field(int, default=None, check=positive, doc="eenet: hidden units per exit"),
-        "epochs": Field(int, default=None, check=positive, doc="eenet: training epochs"),
-        "lr": Field(float, default=None, check=positive, doc="eenet: learning rate"),
-        "weight_decay": Field(float, default=None, doc="eenet: weight decay"),
-    }
-)
-
-POLICY_OPTIONS = {
-    "ga": ("generations", "population"),
-    "risk": ("epsilon", "delta", "bound"),
-    "eenet": ("hidden", "epochs", "lr", "weight_decay"),
-}
-"""The [[policies]] keys that are options of one solver, passed to make_policy by name."""
-
-COST_UNITS = {"MACs": 1.0, "MMACs": 1e6, "GMACs": 1e9}
+COST_UNITS = MAC_UNITS
 """Multiply-accumulate units, converted to MACs; any other unit (``ms``, ``mJ``, ...) is kept
 as given and labelled so in the report."""
 
@@ -226,7 +178,7 @@ SUITE = Table(
             table=Table(
                 {
                     "convention": Field(
-                        str, default=None, check=one_of(["fvcore", "msdnet"]),
+                        str, default=None, check=one_of(cumulative_conventions()),
                         doc="counting rules; default: each model's paper convention",
                     ),
                     "cross_check": Field(bool, default=True),
@@ -347,12 +299,7 @@ def _choices(check: Callable[[Any], str | None] | None) -> list[str] | None:
     cells = dict(zip(check.__code__.co_freevars, (c.cell_contents for c in check.__closure__)))
     if check.__qualname__.startswith("one_of.") and "choices" in cells:
         return [str(c) for c in cells["choices"]]
-    if check.__qualname__.startswith("_registered.") and "kind" in cells:
-        from eebench.policies import list_calibrations, list_policy_solvers, list_scores
-
-        return {"score": list_scores, "solver": list_policy_solvers,
-                "calibration": list_calibrations}[cells["kind"]]()
-    return None
+    return registered_choices(check)
 
 
 def schema_rows() -> list[dict[str, str]]:
@@ -362,7 +309,7 @@ def schema_rows() -> list[dict[str, str]]:
     rows: list[dict[str, str]] = []
 
     def walk(table: Table, prefix: str) -> None:
-        for key, f in table.fields.items():
+        for key, f in table.all_fields().items():
             doc = f.doc
             names = _choices(f.check)
             if names:
@@ -394,21 +341,11 @@ def format_schema(markdown: bool = False) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def policy_label(p: dict[str, Any]) -> str:
-    """The name a policy goes by in results: ``score[+calibration]/solver`` or the baseline."""
-    if p.get("label"):
-        return p["label"]
-    if p["solver"] in BASELINES or p["solver"] == "eenet":  # eenet learns its own score
-        return p["solver"]
-    score = p["score"] + (f"+{p['calibration']}" if p.get("calibration") else "")
-    return f"{score}/{p['solver']}"
-
-
-def model_label(m: dict[str, Any]) -> str:
+def model_label(m: ModelTable) -> str:
     return m.get("label") or m["name"]
 
 
-def load_suite(path: str | os.PathLike[str], *, need_policies: bool = True) -> dict[str, Any]:
+def load_suite(path: str | os.PathLike[str], *, need_policies: bool = True) -> Suite:
     """Read and fully validate a suite file; returns it with defaults filled in.
 
     ``need_policies=False`` accepts a suite without [[policies]] (an accuracy check
@@ -424,14 +361,15 @@ def load_suite(path: str | os.PathLike[str], *, need_policies: bool = True) -> d
 
 
 def validate_suite(raw: Mapping[str, Any], where: str, *, name: str | None = None,
-                   need_policies: bool = True) -> dict[str, Any]:
+                   need_policies: bool = True) -> Suite:
     """Fully validate a suite given as data (what a TOML file parses to, or what a command
     such as ``eebench compare`` builds); returns it with defaults filled in. ``where`` names
     the suite in every error; ``name`` is the suite name when ``[suite] name`` is not set."""
-    suite = validate_table(raw, SUITE, where, "")
-    suite["suite"]["name"] = suite["suite"]["name"] or name
-    if not suite["suite"]["name"]:
+    suite = cast(Suite, validate_table(raw, SUITE, where, ""))
+    given = suite["suite"]["name"] or name
+    if not given:
         raise SuiteError(f"{where}: missing suite.name (it names the results and report folders)")
+    suite["suite"]["name"] = given
     try:  # the name becomes results/<name>/ and reports/<name>/
         check_path_name(suite["suite"]["name"], "suite.name")
     except OutputPathError as exc:
@@ -440,10 +378,11 @@ def validate_suite(raw: Mapping[str, Any], where: str, *, name: str | None = Non
     return suite
 
 
-def _check_names(suite: dict[str, Any], where: str, need_policies: bool = True) -> None:
+def _check_names(suite: Suite, where: str, need_policies: bool = True) -> None:
     """Names that the schema cannot know: models, data sets, policy combinations."""
-    from eebench.data import list_datasets
-    from eebench.zoo.registry import close_matches, is_model
+    from eebench.data.registry import dataset_name
+    from eebench.errors import UnknownNameError
+    from eebench.zoo.registry import model_name
 
     _expand_paths(suite)
     if not (suite["models"] or suite["logits"] or suite["report"]["published"]):
@@ -455,11 +394,10 @@ def _check_names(suite: dict[str, Any], where: str, need_policies: bool = True) 
     if suite["models"] and d is None:
         raise SuiteError(f"{where}: [[models]] need a [data] table naming the data set")
     if d is not None:
-        if d["dataset"] not in list_datasets():
-            raise SuiteError(
-                f"{where}: data.dataset: unknown data set {d['dataset']!r}; "
-                f"known: {', '.join(list_datasets())}"
-            )
+        try:
+            d["dataset"] = dataset_name(d["dataset"])
+        except UnknownNameError as exc:
+            raise SuiteError(f"{where}: data.dataset: {exc}") from None
         if d["splits"] is None and d["val_index"] is None:
             d["splits"] = {"train": 0.6, "val": 0.2, "test": 0.2}
     _check_published(suite, where)
@@ -484,12 +422,10 @@ def _check_names(suite: dict[str, Any], where: str, need_policies: bool = True) 
             "results folder holds one unit: split the suite, or give every source in one unit"
         )
     for i, m in enumerate(suite["models"]):
-        if not is_model(m["name"]):
-            hint = close_matches(m["name"])
-            raise SuiteError(
-                f"{where}: models[{i}].name: unknown model {m['name']!r}"
-                + (f"; did you mean {', '.join(hint)}?" if hint else "; see `eebench zoo list`")
-            )
+        try:
+            m["name"] = model_name(m["name"])
+        except UnknownNameError as exc:
+            raise SuiteError(f"{where}: models[{i}].name: {exc}") from None
         if m["checkpoint"] and m["train"]:
             raise SuiteError(f"{where}: models[{i}]: give either checkpoint or train, not both")
         lab = model_label(m)
@@ -498,13 +434,16 @@ def _check_names(suite: dict[str, Any], where: str, need_policies: bool = True) 
         labels.add(lab)
     if need_policies and (suite["models"] or suite["logits"]) and not suite["policies"]:
         raise SuiteError(f"{where}: policies: name at least one [[policies]] table")
+    for i, p in enumerate(suite["policies"]):
+        normalize_policy_table(p)
+        check_policy_table(p, where, f"policies[{i}]")
     plabels = [policy_label(p) for p in suite["policies"]]
     for i, p in enumerate(suite["policies"]):
         if plabels.count(plabels[i]) > 1:
             raise SuiteError(f"{where}: policies[{i}]: label {plabels[i]!r} is used twice; set label = ...")
         if p["solver"] == "random":
             learned = [lab for lab, q in zip(plabels, suite["policies"])
-                       if q["solver"] not in BASELINES]
+                       if table_policy_kind(q) == "learned"]
             if p["like"] is None and learned:
                 p["like"] = learned[0]
             if p["like"] not in learned:
@@ -514,7 +453,7 @@ def _check_names(suite: dict[str, Any], where: str, need_policies: bool = True) 
                 )
 
 
-def _expand_paths(suite: dict[str, Any]) -> None:
+def _expand_paths(suite: Suite) -> None:
     """``${VAR}`` in paths (data root, index files, checkpoints, logit sources) comes from the
     environment, so one suite file serves every machine; unset variables stay visible."""
     import os
@@ -522,24 +461,31 @@ def _expand_paths(suite: dict[str, Any]) -> None:
     d = suite["data"]
     if d is not None:
         d["params"] = {k: os.path.expandvars(v) if isinstance(v, str) else v for k, v in d["params"].items()}
-        for k in ("val_index", "test_index"):
-            if d[k]:
-                d[k] = os.path.expandvars(d[k])
+        if d["val_index"]:
+            d["val_index"] = os.path.expandvars(d["val_index"])
+        if d["test_index"]:
+            d["test_index"] = os.path.expandvars(d["test_index"])
     for m in suite["models"]:
         if m["checkpoint"]:
             m["checkpoint"] = os.path.expandvars(m["checkpoint"])
     for i, lg in enumerate(suite["logits"]):
-        for key in ("source", "fit_source"):
-            if lg[key]:
-                lg[key] = os.path.expandvars(lg[key])
-                if "$" in lg[key]:
-                    raise SuiteError(
-                        f"logits[{i}].{key}: {lg[key]!r} names an environment variable that is "
-                        "not set; set it to an .npz file or a store entry (store:NAME)"
-                    )
+        lg["source"] = _expanded(lg["source"], f"logits[{i}].source")
+        if lg["fit_source"]:
+            lg["fit_source"] = _expanded(lg["fit_source"], f"logits[{i}].fit_source")
 
 
-def _check_published(suite: dict[str, Any], where: str) -> None:
+def _expanded(path: str, key: str) -> str:
+    """``path`` with its environment variables filled in; an unset one fails, naming ``key``."""
+    import os
+
+    out = os.path.expandvars(path)
+    if "$" in out:
+        raise SuiteError(f"{key}: {out!r} names an environment variable that is not set; set "
+                         "it to an .npz file or a store entry (store:NAME)")
+    return out
+
+
+def _check_published(suite: Suite, where: str) -> None:
     """Load the named published sources now, so a typo fails before anything runs."""
     r = suite["report"]
     if not r["published"]:
@@ -554,7 +500,7 @@ def _check_published(suite: dict[str, Any], where: str) -> None:
         raise SuiteError(f"{where}: report.published: {exc}") from None
 
 
-def published_rows(suite: dict[str, Any]) -> Any:
+def published_rows(suite: Suite) -> Any:
     """The published rows a suite's report draws (None when it names no papers)."""
     from eebench.report.published import published_overlay
 
@@ -567,537 +513,18 @@ def published_rows(suite: dict[str, Any]) -> Any:
     )
 
 
-def suite_cost_unit(suite: dict[str, Any]) -> str:
+def suite_cost_unit(suite: Suite) -> str:
     """The one unit of every cost in a suite's results (the validator refuses mixtures)."""
     units = [results_cost_unit(lg["cost_unit"]) for lg in suite["logits"]]
     return units[0] if units and not suite["models"] else "MACs"
 
 
-def suite_dataset(suite: dict[str, Any]) -> str | None:
+def suite_dataset(suite: Suite) -> str | None:
     """The data set a suite's models run on (None for a suite of logits or papers only)."""
-    return suite["data"]["dataset"] if suite.get("data") else None
+    data = suite["data"]
+    return data["dataset"] if data else None
 
 
-@dataclass
-class SuiteOutput:
-    results_dir: Path
-    report_index: Path | None  # None on the ranks other than 0 under torchrun
-
-
-@dataclass
-class ExtractedModel:
-    """One [[models]] table after extraction: the model with its weights, its costs, and its
-    validation and test logits in the store."""
-
-    label: str
-    model: Any
-    costs: Any
-    sets: dict[str, Any]
-    test_view: Any
-    provenance: dict[str, Any]
-
-
-def extract_models(suite: dict[str, Any], path: str | Path, store: Any, *, progress: bool = True,
-                   world: Any = None, features: bool | None = None) -> list[ExtractedModel]:
-    """Train or reuse every model's weights, count its costs and fill the store with its
-    validation and test logits (entries already there are reused, never recomputed).
-    ``features`` (default: the suite's ``[suite] features``) stores pre-logit features too.
-
-    Under torchrun, rank 0 trains (the others wait, then load the weights it saved), every
-    rank extracts its share of the chunks, and rank 0 commits the entries.
-    """
-    from eebench.costs import count_costs
-    from eebench.data import ImageDataset, create_dataset, split_dataset
-    from eebench.parallel import device_for
-    from eebench.store.validate import check_costs
-    from eebench.zoo.checkpoint import state_dict_sha256
-
-    world = world or current_world()
-    if not suite["models"]:
-        return []
-    d = suite["data"]
-    full: ImageDataset = create_dataset(d["dataset"], **d["params"])  # no split: the full set
-    index_files = {k: d[f"{k}_index"] for k in ("val", "test") if d[f"{k}_index"]}
-    views = split_dataset(full, seed=d["seed"], fractions=d["splits"] if not full.official_splits else None,
-                          index_files=index_files or None)
-    for split in ("val", "test"):
-        if split not in views:
-            raise SuiteError(f"{path}: the data rule gives splits {list(views)}; val and test are needed")
-    trained = [m for m in suite["models"] if m["train"]]
-    if suite["evaluate"]["fit_split"] == "train" and "train" not in views:
-        raise SuiteError(f"{path}: evaluate.fit_split = \"train\" needs a train split in [data]")
-    if trained and "train" not in views:
-        raise SuiteError(f"{path}: models {[model_label(m) for m in trained]} need a train split")
-    device = device_for(suite["suite"]["device"], world)
-    out = []
-    for m in suite["models"]:
-        label = model_label(m)
-        if not world.is_main:
-            world.barrier()  # rank 0 trains (or finds) the weights first
-        model, weights = _prepare_model(m, suite, views, full.num_classes, store.root,
-                                        progress and world.is_main)
-        if world.is_main:
-            world.barrier()
-        model.eval()
-        costs = count_costs(model, convention=suite["costs"]["convention"],
-                            cross_check=suite["costs"]["cross_check"])
-        try:
-            check_costs(costs.macs, "costs")
-        except DataError as exc:  # a convention that is not cumulative cannot price exits
-            raise SuiteError(
-                f"{path}: models[{label}]: {exc} under the {costs.convention!r} counting "
-                "convention; set [costs] convention = \"fvcore\" to count cumulative work"
-            ) from None
-        weights_sha = state_dict_sha256(model)
-        sets = {}
-        fit_split = suite["evaluate"]["fit_split"]
-        for split in ("val", "test", *(["train"] if fit_split == "train" else [])):
-            key = extract_view_logits(
-                model, m["name"], views[split], split, store, costs=costs, weights_sha256=weights_sha,
-                batch_size=d["batch_size"], device=device, progress=progress,
-                autocast=suite["suite"]["autocast"], num_workers=d["workers"], world=world,
-                chunk_size=d["chunk_size"],
-                features=suite["suite"]["features"] if features is None else features,
-            )
-            sets[split] = store.get(key)
-        prov = {**weights, "model": m["name"], "weights_sha256": weights_sha,
-                "cost_convention": costs.convention,
-                "val_entry": sets["val"].manifest.get("key"),
-                "test_entry": sets["test"].manifest.get("key")}
-        out.append(ExtractedModel(label, model, costs, sets, views["test"], prov))
-    return out
-
-
-def _recipe_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _weights_path(store_root: Path, model: dict[str, Any], overrides: dict[str, Any],
-                  data_identity: dict[str, Any]) -> Path:
-    """Where a suite's trained weights live: named by everything that determines them, so
-    a changed recipe, model or split trains anew and an unchanged one is reused."""
-    recipe = {
-        "model": model["name"],
-        "overrides": overrides,
-        "train": model["train"],
-        "data": data_identity,
-    }
-    safe = model["name"].replace("/", "-")
-    return store_root / "weights" / f"{safe}-{_recipe_hash(recipe)}.pth"
-
-
-def _prepare_model(m: dict[str, Any], suite: dict[str, Any], views: dict[str, Any],
-                   num_classes: int, store_root: Path, progress: bool):
-    """Create the model and give it weights: a checkpoint, cached training, or training now."""
-    import os
-
-    import torch
-
-    from eebench.train import load_trained, train_multi_exit
-    from eebench.zoo import create_model, load_checkpoint
-
-    overrides = dict(m["overrides"])
-    overrides.setdefault("num_classes", num_classes)
-    seed = m["train"]["seed"] if m["train"] else suite["suite"]["seed"]
-    if m["train"] is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = create_model(m["name"], **overrides)
-        if m["checkpoint"]:
-            load_checkpoint(model, m["checkpoint"])
-            return model, {"weights": "checkpoint", "path": m["checkpoint"]}
-        return model, {"weights": "random initialisation (no checkpoint, no train recipe)"}
-    train_desc = views["train"].describe()
-    data_identity = {k: train_desc[k] for k in ("name", "params", "index_sha256")}
-    path = _weights_path(store_root, m, overrides, data_identity)
-    if path.is_file():
-        return load_trained(path), {"weights": "trained (cached)", "path": str(path)}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = create_model(m["name"], **overrides)
-    cfg = model.config
-    t = m["train"]
-    train_view = (
-        views["train"].with_train_transform(cfg) if t["augment"] else views["train"].with_eval_transform(cfg)
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    print(f"training {model_label(m)} ({m['name']}) for {t['epochs']} epochs on {len(train_view)} images")
-    result = train_multi_exit(
-        model,
-        train_view,
-        views["val"].with_eval_transform(cfg),
-        epochs=t["epochs"],
-        lr=t["lr"],
-        batch_size=t["batch_size"],
-        optimizer=t["optimizer"],
-        weight_decay=t["weight_decay"],
-        momentum=t["momentum"],
-        distill_alpha=t["distill_alpha"],
-        distill_temperature=t["distill_temperature"],
-        seed=seed,
-        device=suite["suite"]["device"],
-        progress=progress,
-        checkpoint_path=tmp,
-        model_name=m["name"],
-        model_overrides=overrides,
-    )
-    os.replace(tmp, path)  # a crash mid-training never leaves a checkpoint that looks finished
-    return model.eval(), {"weights": "trained", "path": str(path), "seconds": result.seconds}
-
-
-def build_policy(p: dict[str, Any], tables: list[dict[str, Any]]) -> Any:
-    """The unfitted policy of one validated [[policies]] table; ``tables`` are all the
-    tables of its suite (a random policy copies the one its ``like`` names)."""
-    from eebench.policies import make_policy
-
-    if p["solver"] == "random":
-        base = next(q for q in tables if policy_label(q) == p["like"])
-        return make_policy(
-            base["score"], "random", grid=base["grid"], budgets=base["budgets"],
-            calibration=base["calibration"], seed=p["seed"], base_solver=base["solver"],
-        )
-    opts = {k: p[k] for k in POLICY_OPTIONS.get(p["solver"], ()) if p[k] is not None}
-    grid = p["thresholds"] if p["solver"] == "sweep" and p["thresholds"] else p["grid"]
-    return make_policy(
-        p["score"], p["solver"], grid=grid, budgets=p["budgets"],
-        calibration=p["calibration"], seed=p["seed"], **opts,
-    )
-
-
-def _policies_for(suite: dict[str, Any]) -> list[tuple[str, Any]]:
+def _policies_for(suite: Suite) -> list[tuple[str, Any]]:
     """(label, unfitted policy) for every [[policies]] table."""
     return [(policy_label(p), build_policy(p, suite["policies"])) for p in suite["policies"]]
-
-
-def run_suite(
-    suite: str | Path | dict[str, Any],
-    *,
-    store_root: str | Path | None = None,
-    results_root: str | Path = "results",
-    reports_root: str | Path = "reports",
-    progress: bool = True,
-    command: str | None = None,
-    features: bool | None = None,
-    results_dir: str | Path | None = None,
-    reports_dir: str | Path | None = None,
-    suite_file: str | None = None,
-) -> SuiteOutput:
-    """Walk the whole flow for one suite and write ``results/<suite>/`` and
-    ``reports/<suite>/``. Returns where they are.
-
-    ``suite`` is a suite file, or a suite already checked by ``validate_suite`` (what
-    ``eebench compare`` builds); both go through the same runner. ``results_dir`` and
-    ``reports_dir`` replace ``<root>/<suite name>``; ``suite_file`` is what meta.json records
-    as the suite's origin (default: the file). ``features`` overrides the suite's
-    ``[suite] features`` (store each exit's pre-logit features)."""
-    import pandas as pd
-
-    from eebench.evaluate import anytime_table, budgeted_curve, summarize
-    from eebench.evaluate.sweep import FIT_ON
-    from eebench.report import build_report, reliability_table
-    from eebench.store import LogitStore, default_store_root
-    from eebench.store.logitstore import file_sha256
-
-    t0 = time.time()
-    if isinstance(suite, Mapping):
-        path = None
-        where = f"suite {suite['suite']['name']}"
-    else:
-        path = suite
-        suite = load_suite(path)
-        where = str(path)
-    name = suite["suite"]["name"]
-    results_dir = Path(results_dir) if results_dir is not None else Path(results_root) / name
-    reports_dir = Path(reports_dir) if reports_dir is not None else Path(reports_root) / name
-    prepare_output_dir(results_dir.parent, "--results")  # before minutes of work, not after
-    prepare_output_dir(reports_dir.parent, "--reports")
-    store = LogitStore(default_store_root(str(store_root) if store_root else None))
-
-    anytime_rows, curve_rows, summary_rows, reliability_rows, cost_rows = [], [], [], [], []
-    speed_rows: list[Any] = []
-    provenance: dict[str, Any] = {}
-
-    def evaluate(label: str, val: Any, test: Any, fit_on: str) -> dict[str, Any]:
-        """Anytime, reliability, every policy's curve and the summaries of one model;
-        ``fit_on`` says in the curves which outputs fit the thresholds."""
-        anytime = anytime_table(test, ece_bins=suite["evaluate"]["ece_bins"])
-        anytime.insert(0, "model", label)
-        anytime_rows.append(anytime)
-        reliability_rows.append(reliability_table(test, model=label, n_bins=suite["evaluate"]["ece_bins"]))
-        boot = {"n_boot": suite["evaluate"]["n_boot"], "seed": suite["evaluate"]["seed"]}
-        curves, fitted = [], {}
-        for plabel, policy in _policies_for(suite):
-            curve = budgeted_curve(policy, val, test, **boot)  # with test_acc_low/high bands
-            curve["policy"] = plabel
-            curves.append(curve)
-            fitted[plabel] = policy
-        from eebench.report.reliability import calibrated_reliability_tables
-
-        # after the raw rows: each calibrated policy's bins (policy and calibration columns)
-        reliability_rows.extend(calibrated_reliability_tables(
-            fitted, test, label, n_bins=suite["evaluate"]["ece_bins"]))
-        static = budgeted_curve(_static_policy(), val, test, **boot)
-        static["policy"] = "static"
-        curve = pd.concat([*curves, static], ignore_index=True)
-        learned = pd.concat(curves, ignore_index=True)
-        summary = summarize(
-            learned, anytime, n_boot=suite["evaluate"]["n_boot"], seed=suite["evaluate"]["seed"],
-            test=test, points=fitted, at_costs=suite["evaluate"]["budgets"],
-        )
-        curve.insert(0, "model", label)
-        curve["fit_on"] = fit_on
-        summary.insert(0, "model", label)
-        curve_rows.append(curve)
-        summary_rows.append(summary)
-        return fitted
-
-    world = current_world()
-    for em in extract_models(suite, where, store, progress=progress, world=world,
-                             features=features):
-        cf = em.costs.to_frame()
-        cf.insert(0, "model", em.label)
-        cf["cost"], cf["cost_unit"] = cf["gmacs"] * 1e9, "MACs"
-        cost_rows.append(cf)
-        provenance[em.label] = em.provenance
-        if not world.is_main:
-            continue  # the other ranks helped extract; rank 0 evaluates and reports
-        fit_split = suite["evaluate"]["fit_split"]
-        em.provenance["fit_on"] = FIT_ON[fit_split]
-        fitted = evaluate(em.label, em.sets[fit_split], em.sets["test"], FIT_ON[fit_split])
-        if suite["speed"] is not None:
-            speed_rows.append(_measure_speed(suite, em.label, em.model, em.test_view,
-                                             em.costs.macs, fitted))
-    if not world.is_main:
-        return SuiteOutput(results_dir=results_dir, report_index=None)
-
-    for lg in suite["logits"]:
-        ls, val, test = load_suite_logits(lg, store_root=store.root)
-        in_macs = results_cost_unit(lg["cost_unit"]) == "MACs"
-        cost_rows.append(pd.DataFrame({
-            "model": lg["label"], "exit": range(ls.num_exits), "exit_name": list(ls.exit_names),
-            "gmacs": ls.costs / 1e9 if in_macs else float("nan"),
-            "cost": ls.costs, "cost_unit": results_cost_unit(lg["cost_unit"]),
-        }))
-        fit_on = (FIT_ON["test"] if lg["tune_on_test"] else
-                  f"another source: {lg['fit_source']}" if lg["fit_source"] else FIT_ON["val"])
-        provenance[lg["label"]] = {"logits": lg["source"], "val_samples": val.num_samples,
-                                   "test_samples": test.num_samples, "seed": lg["seed"],
-                                   "costs_given_in": lg["cost_unit"], "fit_on": fit_on}
-        evaluate(lg["label"], val, test, fit_on)
-
-    from eebench.report.frames import (
-        ANYTIME_COLUMNS,
-        CURVE_COLUMNS,
-        RELIABILITY_REQUIRED,
-        SUMMARY_COLUMNS,
-    )
-
-    # The folder is built aside and swapped in whole: a killed run leaves the previous
-    # results, never a mixture; meta.json (written last) holds every file's checksum, so
-    # `eebench report` refuses a folder changed or truncated afterwards.
-    with atomic_dir(results_dir) as out_dir:
-        for rows, file, cols in (
-            (anytime_rows, "anytime.csv", ANYTIME_COLUMNS),
-            (curve_rows, "curves.csv", CURVE_COLUMNS),
-            (summary_rows, "summary.csv", SUMMARY_COLUMNS),
-            (reliability_rows, "reliability.csv", RELIABILITY_REQUIRED),
-            (cost_rows, "costs.csv", ("model", "exit", "exit_name", "gmacs")),
-        ):
-            frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(cols))
-            frame.to_csv(out_dir / file, index=False)
-        if speed_rows:
-            pd.concat(speed_rows, ignore_index=True).to_csv(out_dir / "speed.csv", index=False)
-        published = published_rows(suite)
-        if published is not None:
-            published.to_csv(out_dir / "published.csv", index=False)
-        (out_dir / "suite.resolved.json").write_text(json.dumps(suite, indent=2, default=str))
-        files = {f.name: file_sha256(f) for f in sorted(out_dir.iterdir()) if f.is_file()}
-        _write_results_json(out_dir, suite, files)
-        files = {f.name: file_sha256(f) for f in sorted(out_dir.iterdir()) if f.is_file()}
-        if path is not None:
-            suite_file = suite_file or str(path)
-            command = command or " ".join(shlex.quote(a) for a in ["eebench", "run", str(path)])
-        _write_meta(out_dir, suite, suite_file, command, provenance, store, t0, files)
-    index = build_report(results_dir, reports_dir)
-    return SuiteOutput(results_dir=results_dir, report_index=Path(index))
-
-
-def _measure_speed(suite: dict[str, Any], label: str, model: Any, view: Any, costs: Any,
-                   fitted: dict[str, Any]) -> Any:
-    """Real early exit of one model at operating points of one fitted policy, on the first
-    test images (with the model's evaluation transform)."""
-    import torch
-
-    from eebench.costs.speed import speed_of_policy, timing_problem
-
-    s = suite["speed"]
-    timeable = [lab for lab, p in fitted.items() if timing_problem(p) is None]
-    name = s["policy"] or (timeable[0] if timeable else None)
-    if name in fitted and name not in timeable:
-        raise SuiteError(f"speed.policy: {timing_problem(fitted[name])}")
-    if name not in timeable:
-        raise SuiteError(f"speed.policy must name a threshold policy of the suite that real exits "
-                         f"can run ({', '.join(timeable) or 'none'}), got {name!r}")
-    view = view.with_eval_transform(model.config)
-    n = min(s["samples"], len(view))
-    x = torch.stack([view[i][0] for i in range(n)])
-    print(f"timing real exits of {label} ({name}, {s['points']} points, batch sizes "
-          f"{s['batch_sizes']}, {n} images)", file=sys.stderr)
-    df = speed_of_policy(model, x, costs, fitted[name], points=s["points"],
-                         batch_sizes=s["batch_sizes"], threads=s["threads"], warmup=s["warmup"],
-                         repeats=s["repeats"], device=suite["suite"]["device"])
-    df["model"] = label
-    df.insert(1, "policy", name)
-    return df
-
-
-def _write_results_json(out_dir: Path, suite: dict[str, Any], files: dict[str, str]) -> None:
-    """results.json: one machine-readable record of a results folder: the resolved suite,
-    the versions and eebench commit that made it, and the checksum of every file beside it."""
-    from eebench.provenance import git_revision, package_versions
-
-    record = {
-        "schema_version": 1,
-        "suite": json.loads(json.dumps(suite, default=str)),
-        "versions": package_versions(),
-        "git": git_revision(),
-        "files": files,
-        "cost_unit": suite_cost_unit(suite),
-        "dataset": suite_dataset(suite),
-    }
-    (out_dir / "results.json").write_text(json.dumps(record, indent=2))
-
-
-def _write_meta(out_dir: Path, suite: dict[str, Any], suite_file: str | None, command: str | None,
-                provenance: dict[str, Any], store: Any, t0: float, files: dict[str, str]) -> None:
-    """meta.json: how the results were made (command, versions, models) and their checksums."""
-    from eebench.provenance import package_versions
-
-    name = suite["suite"]["name"]
-    meta = {
-        "suite": name,
-        "dataset": suite_dataset(suite),
-        "title": suite["report"]["title"] or suite["suite"]["description"] or name,
-        "cost_unit": suite_cost_unit(suite),
-        "cost_convention": suite["costs"]["convention"] or "each model's paper convention",
-        "published": suite["report"]["published"],
-        "command": command or "eebench.suite.run_suite(...) from Python",
-        "suite_file": suite_file,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": package_versions(),
-        "budgets": suite["evaluate"]["budgets"],
-        "models": provenance,
-        "store": str(store.root),
-        "seconds": round(time.time() - t0, 1),
-        "files": files,
-    }
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-
-
-def extract_view_logits(
-    model: Any,
-    model_name: str,
-    view: Any,
-    split: str,
-    store: Any,
-    *,
-    costs: Any = None,
-    weights_sha256: str | None = None,
-    batch_size: int = 256,
-    device: str = "cpu",
-    progress: bool = True,
-    autocast: str | None = None,
-    num_workers: int = 0,
-    world: Any = None,
-    chunk_size: int = 1024,
-    features: bool = False,
-) -> str:
-    """Cache ``model``'s logits on one split view (with the model's eval transform) under
-    the identity every caller shares, so a suite run and an accuracy check find each
-    other's entries; returns the store key. ``costs`` is the model's ExitCosts, if counted;
-    ``features`` stores each exit's pre-logit features too (a separate entry)."""
-    from eebench.store import extraction_identity
-    from eebench.store.extract import extract_logits
-    from eebench.zoo.checkpoint import state_dict_sha256
-
-    view = view.with_eval_transform(model.config)
-    desc = view.describe()
-    identity = extraction_identity(
-        model=model_name,
-        model_config=model.config.to_dict(),
-        weights_sha256=weights_sha256 or state_dict_sha256(model),
-        dataset=desc["name"],
-        dataset_params={**desc["params"], "split_rule": desc.get("split_rule")},
-        split=split,
-        split_indices=view.ids,
-        transform=desc["transform"],
-        dtype="float32",
-    )
-    return extract_logits(
-        model, view, store, identity,
-        costs=costs.macs if costs is not None else None,
-        cost_counter=(
-            {"convention": costs.convention, "input_size": list(costs.input_size)}
-            if costs is not None else None
-        ),
-        exit_names=list(model.exits),
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        autocast=autocast,
-        num_workers=num_workers,
-        world=world,
-        chunk_size=chunk_size,
-        features=features,
-    )
-
-
-def load_suite_logits(lg: dict[str, Any], store_root: str | Path | None = None) -> tuple[Any, Any, Any]:
-    """A [[logits]] table's LogitSet (costs converted to MACs, or in their own unit) and the
-    (fitting, test) pair: a split of it, another source that fits (``fit_source``, the whole
-    source tests), or the whole source for both (``tune_on_test``)."""
-    from eebench.evaluate.sweep import load_source, split_logitset
-
-    factor = COST_UNITS.get(lg["cost_unit"], 1.0)
-    costs = [c * factor for c in lg["costs"]] if lg["costs"] is not None else None
-    ls = load_source(lg["source"], costs, store_root)
-    if costs is None:
-        if ls.costs is None:
-            raise SuiteError(
-                f"logits {lg['label']!r}: {lg['source']} holds no per-exit costs; give costs = [...]"
-            )
-        if factor != 1.0:
-            ls = load_source(ls, [c * factor for c in ls.costs])
-    if lg["tune_on_test"]:
-        return ls, ls, ls
-    if lg["fit_source"]:
-        try:
-            fit = load_source(lg["fit_source"], list(ls.costs), store_root)
-        except DataError as exc:
-            raise SuiteError(f"logits {lg['label']!r}: fit_source {lg['fit_source']}: {exc}; "
-                             "it must hold outputs of the same model") from None
-        if fit.logits.shape[1:] != ls.logits.shape[1:]:
-            raise SuiteError(
-                f"logits {lg['label']!r}: fit_source {lg['fit_source']} has {fit.num_exits} exits "
-                f"x {fit.num_classes} classes but the source has {ls.num_exits} x "
-                f"{ls.num_classes}; both must be outputs of the same model"
-            )
-        return ls, fit, ls
-    if lg["val_index"]:
-        val, test = split_logitset(ls, val_index=lg["val_index"])
-    else:
-        val, test = split_logitset(ls, val_fraction=lg["val_fraction"], seed=lg["seed"])
-    return ls, val, test
-
-
-def _static_policy():  # noqa: ANN202
-    from eebench.policies import make_policy
-
-    return make_policy(solver="static")
-
-
-def current_command() -> str:
-    """The command line of this process, for the report's provenance line."""
-    argv = ["eebench", *sys.argv[1:]] if Path(sys.argv[0]).name == "eebench" else sys.argv
-    return " ".join(shlex.quote(a) for a in argv)

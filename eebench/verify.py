@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eebench.errors import EebenchError
+from eebench.errors import EebenchError, InputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -92,7 +92,7 @@ def verify_costs(
     if models is not None:
         rows = rows[rows["zoo_model"].isin(list(models))]
     if rows.empty:
-        raise ValueError(
+        raise InputError(
             "no published cost rows to verify"
             + (f" for models {list(models)}" if models is not None else "")
             + "; cost rows have setting 'cost' (or 'static') and a zoo_model"
@@ -188,6 +188,11 @@ def accuracy_plan(
     suite = load_suite(suite_path, need_policies=False)
     checkpoints = dict(checkpoints or {})
     problems = []
+    if suite["data"] is None:
+        from eebench.schema import SuiteError
+
+        raise SuiteError(f"{suite_path}: an accuracy suite needs a [data] table naming the "
+                         "data set")
     root = data_root or suite["data"]["params"].get("root")
     if not root or _unresolved(str(root)):
         problems.append(
@@ -240,7 +245,8 @@ def verify_accuracy(
     from eebench.evaluate import anytime_table
     from eebench.report.published import load_published
     from eebench.store import LogitStore, default_store_root
-    from eebench.suite import extract_view_logits, model_label
+    from eebench.store.extract import extract_view_logits
+    from eebench.suite import model_label
     from eebench.zoo import create_model
 
     plan = accuracy_plan(suite_path, data_root=data_root, checkpoints=checkpoints)
@@ -265,7 +271,7 @@ def verify_accuracy(
         label = model_label(m)
         rows = ref[ref["zoo_model"] == m["name"]]
         if rows.empty:
-            raise ValueError(
+            raise InputError(
                 f"no published anytime rows for {m['name']} on {d['dataset']}; the accuracy check "
                 f"compares with results/published rows whose zoo_model is {m['name']!r}"
             )

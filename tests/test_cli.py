@@ -67,3 +67,36 @@ def test_import_curve_writes_a_published_csv_and_needs_the_unit(tmp_path, capsys
     df = load_published([str(out)])
     assert df["gmacs"].tolist() == pytest.approx([0.34, 0.69]) and df["top1"].tolist() == [75.1, 77.2]
     assert set(df["setting"]) == {"budgeted"} and (df["source"] == "mynet").all()
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys) -> None:
+    """An EebenchError (or an OS error) is the user's to fix: one line, exit 2. Any other
+    exception is a bug in eebench: it propagates with its traceback, never dressed up as
+    the user's mistake."""
+    import eebench.cli as cli
+    from eebench.errors import InputError
+
+    def user_error(args):
+        raise InputError("the option is wrong; give a number")
+
+    def bug(args):
+        return {}["a key the code forgot"]
+
+    parser = cli.build_parser
+    for fn, name in ((user_error, "user"), (bug, "bug")):
+        def build(fn=fn):
+            p = parser()
+            p.set_defaults(func=fn)
+            for action in p._subparsers._group_actions:  # every subcommand runs fn
+                for sub in action.choices.values():
+                    sub.set_defaults(func=fn)
+            return p
+
+        monkeypatch.setattr(cli, "build_parser", build)
+        if name == "user":
+            assert cli.main(["policies"]) == 2
+            err = capsys.readouterr().err
+            assert err == "eebench policies: error: the option is wrong; give a number\n"
+        else:
+            with pytest.raises(KeyError, match="a key the code forgot"):
+                cli.main(["policies"])

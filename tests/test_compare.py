@@ -17,8 +17,9 @@ from eebench.cli import main
 from eebench.compare import compare, source_name
 from eebench.evaluate.sweep import FIT_ON
 from eebench.report import build_report
+from eebench.runner import run_suite
 from eebench.store.logitstore import file_sha256
-from eebench.suite import LOGITS, POLICY, run_suite
+from eebench.suite import LOGITS, POLICY
 
 SPECS = ("confidence/geometric,entropy/geometric,"
          "confidence+temperature/ga(population=16,generations=5),oracle,random")
@@ -109,9 +110,9 @@ def test_compare_writes_results_report_and_results_json(runs) -> None:
     assert "git" in record
     assert record["suite"] == json.loads((res / "suite.resolved.json").read_text())
     assert record["suite"]["policies"][4]["like"] == "confidence/geometric"  # the first learned
+    tables = ("anytime", "costs", "curves", "reliability", "summary")
     assert record["files"] == {f: file_sha256(res / f) for f in (
-        "anytime.csv", "costs.csv", "curves.csv", "reliability.csv", "suite.resolved.json",
-        "summary.csv")}
+        "suite.resolved.json", *(f"{t}.{ext}" for t in tables for ext in ("csv", "parquet")))}
     assert meta["files"]["results.json"] == file_sha256(res / "results.json")
 
 

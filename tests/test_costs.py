@@ -451,7 +451,7 @@ def test_msdnet_imagenet_costs_and_params_match_the_papers() -> None:
 def test_dynperceiver_convention_is_listed_and_refuses_other_models(capsys) -> None:
     from eebench.cli import main
 
-    assert "forward_calc_flops" in CONVENTIONS["dynperceiver"]
+    assert "forward_calc_flops" in CONVENTIONS["dynperceiver"].description
     assert main(["costs", "--list-conventions"]) == 0
     assert "\ndynperceiver: The per-exit costs" in "\n" + capsys.readouterr().out
     with pytest.raises(ValueError, match=r"prices Dynamic Perceiver models only .* TwoExitConv"):

@@ -31,6 +31,7 @@ from eebench.data import (
     train_transform,
 )
 from eebench.data.base import InMemoryImageDataset
+from eebench.errors import EebenchError
 from eebench.zoo.base import ModelConfig
 
 CIFAR_NPZ = SHARED_DATA / "cifar10-test-jpeg.npz"
@@ -340,15 +341,15 @@ def test_image_folder_reads_pngs_in_a_stable_order(png_folder: Path) -> None:
 
 
 def test_unknown_dataset_name_lists_close_matches() -> None:
-    with pytest.raises(UnknownDatasetError, match="Did you mean: digits"):
+    with pytest.raises(UnknownDatasetError, match="Did you mean 'digits'"):
         create_dataset("digts")
     assert "digits" in list_datasets()
 
 
 def test_register_a_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
-    from eebench.data import registry
+    from eebench.data import DATASETS
 
-    monkeypatch.setattr(registry, "_DATASETS", dict(registry._DATASETS))  # undone after the test
+    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS._entries))  # undone after the test
     def tiny_squares() -> InMemoryImageDataset:
         images = torch.zeros(4, 3, 8, 8)
         images[2:, :, 2:6, 2:6] = 1.0
@@ -361,7 +362,7 @@ def test_register_a_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "tiny_squares" in list_datasets()
     ds = create_dataset("tiny_squares")
     assert ds[3][0].max() == 1.0 and ds[3][1] == 1
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(EebenchError, match="already registered"):
         register_dataset(lambda: None, name="digits")
 
 

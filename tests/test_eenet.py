@@ -187,7 +187,7 @@ def test_get_params_round_trip() -> None:
     pol = EENetPolicy(budgets=[2, 3], seed=5, hidden=8, epochs=10, lr=0.02, weight_decay=0.0)
     params = pol.get_params()
     assert params == {"budgets": [2.0, 3.0], "seed": 5, "hidden": 8, "epochs": 10, "lr": 0.02,
-                      "weight_decay": 0.0, "budget_grid": "msdnet"}
+                      "weight_decay": 0.0, "grid": "msdnet"}
     assert EENetPolicy(**params).get_params() == params
     assert not hasattr(pol, "solutions_")  # nothing learned in the constructor
 
@@ -211,7 +211,7 @@ def test_bad_inputs_fail_clearly() -> None:
         with pytest.raises(ValueError, match=f"EENet option {opt} must be"):
             EENetPolicy(**{opt: value})
     with pytest.raises(ValueError, match="unknown q grid 'msdnett'"):
-        EENetPolicy(budget_grid="msdnett")
+        EENetPolicy(grid="msdnett")
     with pytest.raises(RuntimeError, match="not fitted"):
         EENetPolicy().apply(ls)
     pol = EENetPolicy(budgets=[2.0], epochs=5).fit(ls)

@@ -10,7 +10,7 @@ import pytest
 from shared_data import SHARED_DATA
 
 from eebench.errors import DataError
-from eebench.evaluate import anytime_table, budgeted_curve, split_logitset, summarize
+from eebench.evaluate import anytime_table, budgeted_curve, summarize
 from eebench.policies import (
     CALIBRATIONS,
     TemperatureScaling,
@@ -22,6 +22,7 @@ from eebench.policies import (
 from eebench.policies.ensemble import ModelInternalEnsemble, TemperatureMIE
 from eebench.policies.scores import scores_and_predictions
 from eebench.store.logitset import LogitSet
+from eebench.store.splits import split_logitset
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from eebench.evaluate import (
     expected_calibration_error,
     mean_accuracy,
     run_sweep,
-    split_logitset,
     summarize,
 )
 from eebench.policies import (
@@ -37,6 +36,7 @@ from eebench.policies import (
 )
 from eebench.policies import reference as ref
 from eebench.store.logitset import LogitSet
+from eebench.store.splits import split_logitset
 
 
 def _cifar() -> LogitSet:
@@ -196,6 +196,7 @@ def test_summarize_values_and_deterministic_bootstrap() -> None:
     assert list(s1.columns) == [
         "policy", "metric", "at_cost", "value", "ci_low", "ci_high", "unit", "interpolated", "note",
         "diff_ref", "diff_low", "diff_high",
+        "policy_kind", "cost_lo", "cost_hi", "ci_level", "n_boot", "boot_seed",
     ]
     geo = curve[curve.policy != "static"]
     g = s1[s1.policy == geo.policy.iloc[0]].set_index(["metric", "at_cost"], drop=False)
@@ -333,6 +334,7 @@ def test_run_sweep_from_npz_and_logitset(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(from_file, from_set)
     val, test = split_logitset(ls2, val_fraction=0.5, seed=3)
     direct = budgeted_curve(make_policy(grid=[0.5, 1, 2]), val, test)
+    assert (from_set.pop("policy_kind") == "learned").all()  # the last column
     assert (from_set.pop("fit_on") == "validation split").all()
     pd.testing.assert_frame_equal(from_set, direct)
     ga = run_sweep(ls2, solver="ga", budgets=[2.0, 3.0], population=8, generations=2)
@@ -354,12 +356,12 @@ def _memmap_set(tmp_path: Path, n: int = 3000, k: int = 3, c: int = 7) -> LogitS
 
 
 def test_streamed_split_equals_subset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import eebench.evaluate.sweep as sweep_mod
+    import eebench.store.splits as splits_mod
 
     ls = _memmap_set(tmp_path)
-    monkeypatch.setattr(sweep_mod, "_SPLIT_BLOCK_BYTES", 1000)  # many blocks, pages released
+    monkeypatch.setattr(splits_mod, "_SPLIT_BLOCK_BYTES", 1000)  # many blocks, pages released
     for kw in ({"val_fraction": 0.3, "seed": 2}, {"val_index": [2999, 5, 0, 17]}):
-        idx, _ = sweep_mod.split_indices(ls.num_samples, **kw)
+        idx, _ = splits_mod.split_indices(ls.num_samples, **kw)
         val, test = split_logitset(ls, **kw)
         ref = ls.subset(idx)
         assert val.logits.dtype == np.float16 and type(val.logits) is np.ndarray

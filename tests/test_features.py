@@ -230,7 +230,8 @@ score = "confidence"
 
 
 def test_a_suite_with_features_true_extracts_them(tmp_path) -> None:
-    from eebench.suite import extract_models, load_suite
+    from eebench.runner import extract_models
+    from eebench.suite import load_suite
 
     path = tmp_path / "s.toml"
     path.write_text(SUITE)

@@ -287,7 +287,7 @@ def test_format_detection(tmp_path: Path) -> None:
     odd.write_text("1 2 3\n4 5 6\n")
     with pytest.raises(ImportFormatError, match=r"cannot tell the format.*--format"):
         import_curve(odd)
-    with pytest.raises(ValueError, match="unknown format 'msdnet'"):
+    with pytest.raises(ValueError, match="unknown import format 'msdnet'.*Known: calibrated_dnn"):
         import_curve(dyn, "msdnet", cost_unit="macs")
     with pytest.raises(ValueError, match="dataset 'imagenet1k' is not one of"):
         import_curve(dyn, "dynamic_txt", cost_unit="macs", dataset="imagenet1k")

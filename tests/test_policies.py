@@ -287,7 +287,7 @@ def test_ga_default_budgets_follow_geometric_curve() -> None:
     scores = rng.random((400, 3))
     correct = rng.random((400, 3)) < np.array([0.5, 0.7, 0.8])
     policy_costs = np.array([1.0, 2.0, 3.0])
-    sols = GeneticSolver(population=8, generations=2, seed_grid=[0.5, 1.0, 2.0]).solve(
+    sols = GeneticSolver(population=8, generations=2, grid=[0.5, 1.0, 2.0]).solve(
         scores, correct, policy_costs
     )
     geo = GeometricSolver(grid=[0.5, 1.0, 2.0]).solve(scores, correct, policy_costs)
@@ -400,7 +400,7 @@ def test_registries_fail_with_known_names() -> None:
     assert "oracle" in str(e.value) and "ga" in str(e.value)
     with pytest.raises(ValueError, match="temperature"):
         make_policy(calibration="platt")
-    with pytest.raises(ValueError, match="no budget"):
+    with pytest.raises(ValueError, match="has no option .budgets."):
         make_policy(solver="sweep", budgets=[2.0])
 
 

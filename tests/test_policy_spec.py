@@ -8,15 +8,19 @@ import tomllib
 import pytest
 
 from eebench.policies import list_calibrations, list_policy_solvers, list_scores
+from eebench.policies.factory import policy_options
 from eebench.policies.spec import (
-    NO_SCORE,
+    POLICY,
     accepted_options,
+    build_policy,
     format_policy_spec,
+    no_score,
     parse_policy_spec,
+    policy_label,
     split_policy_specs,
 )
 from eebench.schema import validate_table
-from eebench.suite import POLICY, POLICY_OPTIONS, build_policy, policy_label, validate_suite
+from eebench.suite import validate_suite
 
 CANONICAL = [
     "confidence/geometric",
@@ -41,7 +45,7 @@ CANONICAL = [
 @pytest.mark.parametrize("spec", CANONICAL)
 def test_canonical_specs_round_trip(spec) -> None:
     table = parse_policy_spec(spec)
-    assert set(table) == set(POLICY.fields)  # the keys of a validated [[policies]] table
+    assert set(table) == set(POLICY.all_fields())  # the keys of a validated [[policies]] table
     assert format_policy_spec(table) == spec
     assert parse_policy_spec(format_policy_spec(table)) == table
 
@@ -84,7 +88,7 @@ delta = 0.1
 def test_spaces_case_and_defaults() -> None:
     t = parse_policy_spec("  Entropy + Temperature / GA ( population = 16 , generations=5 ) ")
     assert (t["score"], t["calibration"], t["solver"]) == ("entropy", "temperature", "ga")
-    assert (t["population"], t["generations"], t["seed"], t["label"]) == (16, 5, 0, None)
+    assert (t["population"], t["generations"], t["seed"], t["label"]) == (16, 5, None, None)
     assert format_policy_spec(t) == "entropy+temperature/ga(population=16,generations=5)"
     # no score: the default one; written explicitly
     assert format_policy_spec(parse_policy_spec("geometric")) == "confidence/geometric"
@@ -106,13 +110,15 @@ def _sample(key: str, solver: str = "geometric"):
     return {"grid": "msdnet", "budgets": [2, 3], "seed": 4, "thresholds": [0.5, "last"],
             "like": "confidence/geometric", "label": "x", "generations": 3, "population": 8,
             "epsilon": [0.01, 0.05], "delta": 0.2, "bound": "hb", "hidden": 8, "epochs": 3,
-            "lr": 0.01, "weight_decay": 0.001}[key]
+            "lr": 0.01, "weight_decay": 0.001, "exit_weights": [1.0, 2.0], "cx_prob": 0.5,
+            "mut_prob": 0.3, "tournament": 2, "elite": 1, "eta_cx": 10.0, "eta_mut": 12.0,
+            "max_chunk_elements": 4096, "levels": 64}[key]
 
 
 @pytest.mark.parametrize("solver", list_policy_solvers())
 def test_every_registered_name_parses_formats_and_builds(solver) -> None:
     """Every solver with every score and calibration it can take, and every option it accepts."""
-    if solver in NO_SCORE:
+    if no_score(solver):
         heads = [solver]
     else:
         heads = [f"{s}/{solver}" for s in list_scores()]
@@ -122,10 +128,12 @@ def test_every_registered_name_parses_formats_and_builds(solver) -> None:
         assert table["solver"] == solver
         assert format_policy_spec(table) == head
     accepted = accepted_options(solver)
-    assert "label" in accepted and set(POLICY_OPTIONS.get(solver, ())) <= set(accepted)
-    assert set(accepted) <= set(POLICY.fields)
-    # every accepted option at once (grid and budgets exclude each other where both exist)
-    keys = [k for k in accepted if not (k == "grid" and "budgets" in accepted)]
+    # every constructor option is accepted, and nothing else but the table's own keys
+    assert "label" in accepted and set(policy_options(solver)) <= set(accepted)
+    assert set(accepted) <= set(POLICY.all_fields())
+    # every accepted option at once (grid excludes budgets, and sweep's thresholds)
+    keys = [k for k in accepted
+            if not (k == "grid" and ("budgets" in accepted or "thresholds" in accepted))]
     spec = heads[0] + "(" + ",".join(f"{k}={_value_text(_sample(k, solver))}"
                                      for k in keys) + ")"
     table = parse_policy_spec(spec)
@@ -162,17 +170,19 @@ def test_split_policy_specs() -> None:
     ("confidence+tempreature/geometric", "unknown calibration 'tempreature'; known: none"),
     ("confidence+/geometric", "nothing after '+'"),
     ("confidence/ga(pop=3)", "the ga solver has no option 'pop'; it accepts: grid, budgets, "
-                             "population, generations, seed, label"),
+                             "population, generations, cx_prob, mut_prob, tournament, elite, "
+                             "eta_cx, eta_mut, max_chunk_elements, levels, seed, label"),
     ("confidence/ga(populaton=3)", "did you mean 'population'"),
-    ("confidence/geometric(seed=1)", "no option 'seed'; it accepts: grid, budgets, label"),
+    ("confidence/geometric(seed=1)", "no option 'seed'; it accepts: grid, budgets, exit_weights, "
+                                     "label"),
     ("confidence/sweep(budgets=[1,2])", "no option 'budgets'"),
     ("oracle(seed=1)", "the oracle solver has no option 'seed'; it accepts: label"),
     ("confidence/oracle", "the oracle policy takes no score or calibration"),
     ("entropy/eenet", "it learns its own exit scores"),
     ("confidence/random", "random(like=LABEL)"),
     ("confidence/ga(population=1.5)", "'population' must be an integer"),
-    ("confidence/ga(population=0)", "'population' must be positive"),
-    ("confidence/risk(bound=exact)", "'bound' must be one of binomial, hb"),
+    ("confidence/ga(population=0)", "population must be an integer in [2, 100000], got 0"),
+    ("confidence/risk(bound=exact)", "bound must be one of binomial, hb"),
     ("eenet(budgets=[])", "empty"),
     ("eenet(budgets=[2,3,)", "an empty item in the list of budgets"),
     ("eenet(budgets=[2,3", "expected ',' or ']'"),

@@ -12,8 +12,9 @@ from eebench.cli import main
 from eebench.policies import make_policy
 from eebench.policies.eenet import EENetPolicy
 from eebench.policies.risk import RiskControlSolver
+from eebench.runner import run_suite
 from eebench.schema import SuiteError
-from eebench.suite import load_suite, run_suite
+from eebench.suite import load_suite
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_make_policy_builds_risk_and_eenet() -> None:
     assert p._solver.epsilon == [0.01, 0.05] and p._solver.delta == 0.2
     e = make_policy(solver="eenet", budgets=[2.0, 3.0], seed=3, epochs=5, hidden=4)
     assert isinstance(e, EENetPolicy) and e.get_params()["epochs"] == 5
-    with pytest.raises(ValueError, match="no budget targeting"):
+    with pytest.raises(ValueError, match="has no option .budgets."):
         make_policy("confidence", "risk", budgets=[2.0])
     with pytest.raises(ValueError, match="no option 'population'"):
         make_policy(solver="eenet", population=4)

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from eebench.policies.solvers import SENTINEL, SweepSolver
+from eebench.runner import run_suite
 from eebench.schema import SuiteError
-from eebench.suite import load_suite, run_suite
+from eebench.suite import load_suite
 
 
 def _npz(path, seed: int, n: int = 300, k: int = 3, c: int = 5) -> None:

@@ -118,17 +118,26 @@ def make_results(
             power = LEARNED.get(policy, 1.0)
             base = 0.70 + 0.01 * power if policy != "oracle" else float("nan")
             match = costs[-1] * (0.9 - 0.1 * power) if policy != "oracle" else costs[0] * 1.3
-            for metric, at, value, unit_, interp, note in [
+            for metric, at, value, unit_, interp, note, rng in [
                 ("mean_accuracy", np.nan, base, "accuracy", True,
-                 f"area under the test curve over cost [{costs[0]:g}, {costs[-1]:g}] / width"),
-                ("accuracy_at_cost", costs[1], base + 0.01, "accuracy", True, "linear interpolation"),
-                ("cost_to_match_last_exit", np.nan, match, "cost", True, "first test cost reaching"),
-                ("speedup_vs_last_exit", np.nan, costs[-1] / match, "x", True, "last exit cost / cost"),
+                 f"area under the test curve over cost [{costs[0]:g}, {costs[-1]:g}] / width",
+                 (costs[0], costs[-1])),
+                ("accuracy_at_cost", costs[1], base + 0.01, "accuracy", True, "linear interpolation",
+                 (costs[1], costs[1])),
+                ("cost_to_match_last_exit", np.nan, match, "cost", True, "first test cost reaching",
+                 (np.nan, np.nan)),
+                ("speedup_vs_last_exit", np.nan, costs[-1] / match, "x", True, "last exit cost / cost",
+                 (np.nan, np.nan)),
             ]:
                 srows.append({
                     "model": model, "policy": policy, "metric": metric, "at_cost": at, "value": value,
                     "ci_low": value * 0.98, "ci_high": value * 1.02, "unit": unit_,
                     "interpolated": interp, "note": f"{note}; {boot}",
+                    # the schema columns the runner writes (tables read these, not the note)
+                    "policy_kind": "oracle" if policy == "oracle" else
+                                   "random" if policy == "random" else "learned",
+                    "cost_lo": rng[0], "cost_hi": rng[1], "ci_level": 0.95, "n_boot": 200,
+                    "boot_seed": 0,
                 })
         summary += srows if "diffs" in skip else _paired_columns(srows)
         ls = _logitset(k, seed=mi)
@@ -649,15 +658,16 @@ def test_default_report_folder_from_meta(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_summary_table_short_metric_names() -> None:
-    """The short names (auc, acc_at_cost with its cost in the note, ...) read the same way."""
+    """The short names (auc, acc_at_cost with its cost in cost_lo == cost_hi, ...) read the
+    same way."""
     rows = []
     for pol, auc, match in [("a/geometric", 0.70, 2.0e9), ("b/geometric", 0.72, 2.5e9)]:
         rows += [
             {"model": "m", "policy": pol, "metric": "auc", "value": auc, "ci_low": auc - 0.01,
              "ci_high": auc + 0.01, "unit": "accuracy", "note": ""},
             {"model": "m", "policy": pol, "metric": "acc_at_cost", "value": auc + 0.01,
-             "ci_low": np.nan, "ci_high": np.nan, "unit": "accuracy",
-             "note": "interpolated at cost 1500000000"},
+             "ci_low": np.nan, "ci_high": np.nan, "unit": "accuracy", "interpolated": True,
+             "cost_lo": 1.5e9, "cost_hi": 1.5e9, "note": "interpolated at cost 1500000000"},
             {"model": "m", "policy": pol, "metric": "cost_to_match_last", "value": match,
              "ci_low": match * 0.9, "ci_high": match * 1.1, "unit": "cost", "note": ""},
         ]
@@ -784,8 +794,9 @@ def test_legend_of_ten_policies_sits_below_the_axes() -> None:
 
 
 def test_best_is_marked_only_when_the_paired_bootstrap_says_so() -> None:
-    from eebench.evaluate import anytime_table, budgeted_curve, split_logitset, summarize
+    from eebench.evaluate import anytime_table, budgeted_curve, summarize
     from eebench.policies import StaticPolicy
+    from eebench.store.splits import split_logitset
 
     ls = _logitset(4, n=3000, seed=5)
     val, test = split_logitset(ls, val_fraction=0.5, seed=0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eebench.evaluate import budgeted_curve, split_logitset
+from eebench.evaluate import budgeted_curve
 from eebench.policies import TemperatureScaling, make_policy, score_cache
 from eebench.policies import scores as S
 from eebench.policies.scores import (
@@ -20,6 +20,7 @@ from eebench.policies.scores import (
     top2_margin,
 )
 from eebench.store.logitset import LogitSet
+from eebench.store.splits import split_logitset
 
 SINGLE = {"confidence": max_probability, "entropy": negative_entropy, "margin": top2_margin}
 

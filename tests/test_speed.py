@@ -34,7 +34,7 @@ def test_thresholds_for_fractions_send_exactly_those_fractions() -> None:
     rng = np.random.default_rng(0)
     scores = rng.random((200, 4))
     t = thresholds_for_fractions(scores, [0.5, 0.2, 0.1, 0.2])
-    from eebench.policies.solvers import assign_exits
+    from eebench.policies.assignment import assign_exits
 
     counts = np.bincount(assign_exits(scores, t), minlength=4)
     assert counts.tolist() == [100, 40, 20, 40]

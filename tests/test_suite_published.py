@@ -10,8 +10,9 @@ import pytest
 from shared_data import SHARED_DATA
 
 from eebench.report.published import COLUMNS
+from eebench.runner import run_suite
 from eebench.schema import SuiteError
-from eebench.suite import load_suite, run_suite
+from eebench.suite import load_suite
 
 CNN6 = SHARED_DATA / "logits" / "cnn6exit-cifar10.npz"
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from eebench.suite import run_suite
+from eebench.runner import run_suite
 
 SUITE = """
 [suite]

@@ -58,7 +58,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from eebench.costs.exit_costs import CountResult
+from eebench.costs.conventions import CountResult, cumulative_conventions
+from eebench.errors import InputError
 from eebench.zoo.base import MultiExitModel
 from eebench.zoo.dynperceiver import Attention, DynPerceiver, SelfAttentionBlock
 
@@ -90,10 +91,11 @@ _FREE = (
 def check_model(model: Any) -> DynPerceiver:
     """The Dynamic Perceiver that the convention can price, or a ValueError saying why not."""
     if not isinstance(model, DynPerceiver):
-        raise ValueError(
+        others = " or ".join(cumulative_conventions())
+        raise InputError(
             f"the dynperceiver cost convention prices Dynamic Perceiver models only "
             f"(eebench.zoo.dynperceiver), got {type(model).__name__}; count it with the "
-            f"fvcore or msdnet convention"
+            f"{others} convention"
         )
     return model
 

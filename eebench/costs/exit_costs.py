@@ -20,67 +20,15 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from eebench.costs.conventions import CONVENTIONS, CostConvention
+from eebench.errors import InputError, InputTypeError
+
 if TYPE_CHECKING:
     import pandas as pd
     import torch
     from torch import nn
 
     from eebench.zoo.base import MultiExitModel
-
-CONVENTIONS: dict[str, str] = {
-    "fvcore": (
-        "fvcore.nn.FlopCountAnalysis on a JIT trace: one fused multiply-add counts as one "
-        "(MACs, the papers' 'FLOPs'). Every module output is kept alive in the trace, so "
-        "work done before exit k counts even when only later exits read it. Convolutions "
-        "and linear layers count their weight MACs without bias; batch norm counts 2 ops "
-        "per element (1 without affine); layer, group and instance norm 5 per input element "
-        "(4 without affine); adaptive average pooling 1 per input element; bilinear upsampling 4 per "
-        "output element. Added to fvcore: fused attention "
-        "(aten::scaled_dot_product_attention) counts its two matrix products "
-        "B*heads*Lq*Lk*(d_qk + d_v), and aten::baddbmm counts as the batched matmul it "
-        "contains, exactly what fvcore counts when attention is written with explicit "
-        "matmuls (the published DeiT-S 4.61 G); PyTorch's fused MultiheadAttention fast "
-        "path is switched off while counting so that its projections and products are seen. "
-        "Elementwise operations (add, mul, activations, softmax), max/average pooling with "
-        "a window, mean reductions and concatenation are not counted, by fvcore's "
-        "convention; the operators skipped on each model are listed in the notes."
-    ),
-    "msdnet": (
-        "The rules of MSDNet's op_counter.py (also used by RANet, IMTA and L2W), applied with "
-        "forward hooks on leaf modules, each time a module runs: Conv2d counts "
-        "Cin*Cout*kh*kw*Hout*Wout/groups (no bias); Linear counts its weights plus biases per "
-        "row (in*out + out); ReLU 1 per element; AvgPool2d and MaxPool2d kh*kw per output "
-        "element; AdaptiveAvgPool2d 1 per input element; batch norm, dropout, identity and "
-        "flatten nothing. Other leaf modules (GELU, LayerNorm, ...) and matrix products "
-        "computed functionally outside those modules (attention, F.linear) count nothing "
-        "and are listed in the notes."
-    ),
-    "dynperceiver": (
-        "The per-exit costs of Dynamic Perceiver's official code (LeapLabTHU/Dynamic_Perceiver), "
-        "for Dynamic Perceiver models only. RegNetY and MobileNetV3 backbones: the rules of its "
-        "analytic counter (forward_calc_flops), applied with forward hooks each time a module "
-        "runs: Conv2d counts Cin*Cout*kh*kw*Hout*Wout/groups and Linear rows*in*out (no biases); "
-        "attention counts its two matrix products Lq*Lk*(d_qk + d_v); adaptive average pooling "
-        "1 per input element; the mean of the final latents 1 per element; norms, activations, "
-        "softmax, dropout and additions nothing; RegNet's squeeze-excitation nothing (MobileNetV3's "
-        "counts); the token expander is charged for the tokens that entered the token mixer "
-        "before it (twice those it projects). An exit is charged its own head only: the earlier "
-        "exits' heads (early_classifier3, isc3, classifier_att) and isc4 are left out of later "
-        "exits, as the official counter leaves them out. ResNet backbones: fvcore's rules on a "
-        "trace that returns only exit k's logits, as the official code counts them, so work "
-        "that reaches no returned logit is dropped (at the cnn exit: the latent stage 4 and the "
-        "earlier heads)."
-    ),
-}
-
-
-@dataclass
-class CountResult:
-    """What one counter reports for one truncated run: MACs and what it could not count."""
-
-    macs: float
-    notes: list[str] = field(default_factory=list)
-
 
 _CHECK_NOTE = (
     "ptflops (ATen backend) counts convolutions and matrix products only, with biases; "
@@ -111,12 +59,12 @@ class ExitCosts:
     def __post_init__(self) -> None:
         n = len(self.exit_names)
         if len(self.macs) != n or len(self.params) != n:
-            raise ValueError(
+            raise InputError(
                 f"ExitCosts for {self.model!r}: {n} exit names but {len(self.macs)} MAC "
                 f"counts and {len(self.params)} parameter counts; give one of each per exit"
             )
         if self.check_macs is not None and len(self.check_macs) != n:
-            raise ValueError(
+            raise InputError(
                 f"ExitCosts for {self.model!r}: {len(self.check_macs)} cross-check counts "
                 f"for {n} exits"
             )
@@ -168,10 +116,11 @@ def format_costs_table(costs: ExitCosts) -> str:
     big = max(costs.macs, default=0.0) >= 1e9
     unit, scale, digits = ("GMACs", 1e9, 3) if big else ("MMACs", 1e6, 2)
     c, h, w = costs.input_size
+    convention = CONVENTIONS.get(costs.convention)  # None: a name no longer registered
     lines = [
         f"{costs.model}  input {c}x{h}x{w}  convention {costs.convention}  "
         + ("(MACs per image, as the paper's own counter charges each exit: see the notes)"
-           if costs.convention == "dynperceiver" else
+           if convention is not None and not convention.cumulative else
            "(MACs per image, cumulative, earlier heads included)")
     ]
     header = ["exit", "name", unit, "params (M)"]
@@ -213,21 +162,13 @@ def _resolve_input_size(
         if len(size) == 2:
             size = (int(config_size[0]), *size)
     else:
-        raise ValueError(
+        raise InputError(
             f"input_size must be (channels, height, width), (height, width), one int for a "
             f"square image, or None for the model's config.input_size; got {input_size!r}"
         )
     if len(size) != 3 or not all(isinstance(s, int) and s > 0 for s in size):
-        raise ValueError(f"input_size must be three positive integers, got {size!r}")
+        raise InputError(f"input_size must be three positive integers, got {size!r}")
     return size
-
-
-def _check_convention(convention: str) -> None:
-    if convention not in CONVENTIONS:
-        raise ValueError(
-            f"unknown cost convention {convention!r}; known conventions: "
-            f"{', '.join(sorted(CONVENTIONS))}"
-        )
 
 
 def _params_read(root: nn.Module, x: torch.Tensor) -> int:
@@ -280,7 +221,7 @@ def count_costs(
     Each exit k is counted on ``TruncatedModel(model, k)`` with a batch of
     one zero image of ``input_size`` (default: ``model.config.input_size``;
     an int means a square image), in eval mode under ``torch.no_grad``.
-    ``convention`` names the counting rules (see ``CONVENTIONS``; default: the
+    ``convention`` names the counting rules (a name of ``CONVENTIONS``; default: the
     model's ``config.cost_convention``, the one its paper used);
     ``cross_check`` re-counts each run with ptflops' ATen backend (a failure
     there is recorded in ``notes``, never raised). The model's training mode
@@ -291,32 +232,23 @@ def count_costs(
     from eebench.zoo.base import MultiExitModel, TruncatedModel
 
     if not isinstance(model, MultiExitModel):
-        raise TypeError(
+        raise InputTypeError(
             f"count_costs needs a MultiExitModel (eebench.zoo), got {type(model).__name__}; "
             "create one with eebench.zoo.create_model"
         )
     if convention is None:
         convention = getattr(getattr(model, "config", None), "cost_convention", "fvcore")
-    _check_convention(convention)
+    rules: CostConvention = CONVENTIONS[convention]
     exits = list(model.exits)
     if not exits:
-        raise ValueError(f"{type(model).__name__} declares no exits; nothing to count")
+        raise InputError(f"{type(model).__name__} declares no exits; nothing to count")
     size = _resolve_input_size(model, input_size)
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
     name = getattr(getattr(model, "config", None), "name", type(model).__name__)
 
-    if convention == "fvcore":
-        from eebench.costs.fvcore_counter import count_fvcore as counter
-    elif convention == "dynperceiver":
-        from eebench.costs.dynperceiver_counter import check_model
-        from eebench.costs.dynperceiver_counter import count_dynperceiver as counter
-
-        check_model(model)
-    else:
-        from eebench.costs.msdnet_counter import count_msdnet as counter
-
+    rules.check(model)
     macs: list[float] = []
     params: list[int] = []
     check: list[float] | None = [] if cross_check else None
@@ -330,11 +262,11 @@ def count_costs(
                 truncated = TruncatedModel(model, k)
                 x = torch.zeros((1, *size), dtype=dtype, device=device)
                 try:
-                    result = counter(truncated, x)
+                    result = rules.count(truncated, x)
                 except Exception as exc:
                     raise RuntimeError(
                         f"counting exit {k} ({exits[k]!r}) of {name} at input "
-                        f"{'x'.join(map(str, size))} under the {convention} convention failed: "
+                        f"{'x'.join(map(str, size))} under the {rules.name} convention failed: "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
                 macs.append(float(result.macs))
@@ -360,7 +292,7 @@ def count_costs(
         exit_names=exits,
         macs=macs,
         params=params,
-        convention=convention,
+        convention=rules.name,
         input_size=size,
         check_macs=check,
         check_tool=check_tool if check is not None else None,

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from eebench.costs.exit_costs import CountResult
+from eebench.costs.conventions import CountResult
 
 with warnings.catch_warnings():  # fvcore scripts helpers at import; torch warns about jit.script
     warnings.simplefilter("ignore")

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from eebench.costs.exit_costs import CountResult
+from eebench.costs.conventions import CountResult
 
 ZERO_COST_MODULES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._BatchNorm,

@@ -96,7 +96,7 @@ class ExitRule:
     def simulate(self, logits: np.ndarray) -> np.ndarray:
         """(N,) exit of every sample of cached logits (N, K, C): the first k whose score
         reaches its threshold, the last exit otherwise."""
-        from eebench.policies.solvers import assign_exits
+        from eebench.policies.assignment import assign_exits
 
         s = np.stack([self.scores(logits[:, k], k) for k in range(logits.shape[1])], axis=1)
         return assign_exits(s, self.thresholds).astype(np.int64)
@@ -208,7 +208,7 @@ def _policy_score(res: Any, policy: str, row: Any) -> tuple[str, np.ndarray | No
     score = None
     try:
         suite = json.loads((res.folder / "suite.resolved.json").read_text())
-        from eebench.suite import policy_label
+        from eebench.policies.spec import policy_label
 
         for p in suite.get("policies", []):
             if policy_label(p) == policy:

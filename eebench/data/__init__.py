@@ -1,8 +1,9 @@
 """Data sets (embedded digits; CIFAR, image folders and arrays from disk) and seeded splits.
 
-This package root stays light: listing data sets and computing splits must
-not import torch (``eebench data list``, ``sweep`` and the suite validator
-start in well under a second). Everything that needs torch is imported on
+This package root stays light: listing data sets must not import torch or
+numpy (``eebench data list``, the command line's help and the suite validator
+start in well under a second), and computing splits must not import torch.
+Everything else (the splits with numpy, the loaders with torch) is imported on
 first use through the module ``__getattr__`` below.
 """
 
@@ -11,20 +12,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from eebench.data.registry import UnknownDatasetError, list_datasets, register_dataset
-from eebench.data.splits import (
-    DEFAULT_FRACTIONS,
-    DEFAULT_VAL_SIZE,
-    SplitError,
-    check_disjoint,
-    complement,
-    index_sha256,
-    load_index_file,
-    make_split_indices,
-    seeded_split,
-)
+from eebench.data.registry import DATASETS, UnknownDatasetError, list_datasets, register_dataset
 
 _LAZY = {
+    "DEFAULT_FRACTIONS": "eebench.data.splits",
+    "DEFAULT_VAL_SIZE": "eebench.data.splits",
+    "SplitError": "eebench.data.splits",
+    "check_disjoint": "eebench.data.splits",
+    "complement": "eebench.data.splits",
+    "index_sha256": "eebench.data.splits",
+    "load_index_file": "eebench.data.splits",
+    "make_split_indices": "eebench.data.splits",
+    "seeded_split": "eebench.data.splits",
     "ImageDataset": "eebench.data.base",
     "InMemoryImageDataset": "eebench.data.base",
     "SplitView": "eebench.data.base",
@@ -58,6 +57,17 @@ if TYPE_CHECKING:
     from eebench.data.cifar import cifar10, cifar100
     from eebench.data.digits import digits
     from eebench.data.folder import image_folder, imagenet
+    from eebench.data.splits import (
+        DEFAULT_FRACTIONS,
+        DEFAULT_VAL_SIZE,
+        SplitError,
+        check_disjoint,
+        complement,
+        index_sha256,
+        load_index_file,
+        make_split_indices,
+        seeded_split,
+    )
     from eebench.data.transforms import (
         FileEvalTransform,
         TensorTransform,
@@ -67,19 +77,13 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "DATASETS",
+    "UnknownDatasetError",
+    "list_datasets",
+    "register_dataset",
+    # sorted(_LAZY), written out so that linters and type checkers can read it
     "DEFAULT_FRACTIONS",
     "DEFAULT_VAL_SIZE",
-    "SplitError",
-    "UnknownDatasetError",
-    "check_disjoint",
-    "complement",
-    "index_sha256",
-    "list_datasets",
-    "load_index_file",
-    "make_split_indices",
-    "register_dataset",
-    "seeded_split",
-    # sorted(_LAZY), written out so that linters and type checkers can read it
     "FileEvalTransform",
     "ImageDataset",
     "InMemoryImageDataset",
@@ -87,14 +91,21 @@ __all__ = [
     "SplitView",
     "TensorTransform",
     "TrainTransform",
+    "SplitError",
     "arrays",
+    "check_disjoint",
     "cifar10",
     "cifar100",
+    "complement",
     "create_dataset",
     "digits",
     "eval_transform",
     "image_folder",
     "imagenet",
+    "index_sha256",
+    "load_index_file",
+    "make_split_indices",
+    "seeded_split",
     "split_dataset",
     "train_transform",
 ]

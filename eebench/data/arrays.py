@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from eebench.data.base import InMemoryImageDataset
+from eebench.errors import InputError, MissingKeyError
 
 
 def _sha256(*arrays: np.ndarray) -> str:
@@ -33,13 +34,13 @@ def _to_nchw(images: np.ndarray, layout: str) -> np.ndarray:
         images = images[:, None]
         layout = "NCHW"
     if images.ndim != 4:
-        raise ValueError(
+        raise InputError(
             f"images must be (N, H, W, C), (N, C, H, W) or (N, H, W), got shape {images.shape}"
         )
     if layout == "auto":
         last, second = images.shape[3] in (1, 3), images.shape[1] in (1, 3)
         if last == second:
-            raise ValueError(
+            raise InputError(
                 f"cannot tell the channel axis of images {images.shape}; pass layout='NHWC' or "
                 "'NCHW'"
             )
@@ -47,9 +48,9 @@ def _to_nchw(images: np.ndarray, layout: str) -> np.ndarray:
     if layout == "NHWC":
         images = images.transpose(0, 3, 1, 2)
     elif layout != "NCHW":
-        raise ValueError(f"layout must be 'auto', 'NHWC' or 'NCHW', got {layout!r}")
+        raise InputError(f"layout must be 'auto', 'NHWC' or 'NCHW', got {layout!r}")
     if images.shape[1] not in (1, 3):
-        raise ValueError(f"images need 1 or 3 channels, got {images.shape[1]} ({layout})")
+        raise InputError(f"images need 1 or 3 channels, got {images.shape[1]} ({layout})")
     return np.ascontiguousarray(images)
 
 
@@ -75,7 +76,7 @@ def arrays(
     params: dict[str, Any] = {}
     if path is not None:
         if images is not None or labels is not None:
-            raise ValueError("give either path= or images=/labels=, not both")
+            raise InputError("give either path= or images=/labels=, not both")
         path = Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(
@@ -85,23 +86,23 @@ def arrays(
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in ("images", "labels") if k not in z.files]
             if missing:
-                raise KeyError(f"{path} lacks arrays {missing}; it holds {z.files}")
+                raise MissingKeyError(f"{path} lacks arrays {missing}; it holds {z.files}")
             images, labels = z["images"], z["labels"]
             if classes is None and "classes" in z.files:
                 classes = [str(c) for c in z["classes"]]
         params["file"] = path.name
     elif images is None or labels is None:
-        raise ValueError("give path= (an .npz) or both images= and labels=")
+        raise InputError("give path= (an .npz) or both images= and labels=")
     images = np.asarray(images)
     labels = np.asarray(labels).reshape(-1)
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integers, got {labels.dtype}")
+        raise InputError(f"labels must be integers, got {labels.dtype}")
     if images.dtype != np.uint8:
         if not np.issubdtype(images.dtype, np.floating):
-            raise ValueError(f"images must be uint8 or float, got {images.dtype}")
+            raise InputError(f"images must be uint8 or float, got {images.dtype}")
         lo, hi = float(images.min()), float(images.max())
         if lo < 0 or hi > 1:
-            raise ValueError(
+            raise InputError(
                 f"float images must lie in [0, 1], got [{lo:g}, {hi:g}]; scale them or pass uint8"
             )
         images = images.astype(np.float32, copy=False)

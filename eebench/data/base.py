@@ -32,6 +32,7 @@ from eebench.data.splits import (
     make_split_indices,
 )
 from eebench.data.transforms import TensorTransform, eval_transform, train_transform
+from eebench.errors import InputError, InputTypeError
 
 
 class NamedTransform:
@@ -50,7 +51,7 @@ class NamedTransform:
 
 def _check_transform(transform: Any) -> Any:
     if not callable(transform) or not callable(getattr(transform, "describe", None)):
-        raise TypeError(
+        raise InputTypeError(
             f"a data set transform must be callable and have describe() -> dict (it enters the "
             f"logit store's identity); got {transform!r}. Use eebench.data.eval_transform(config), "
             "train_transform(config), or wrap your function: NamedTransform(fn, {'kind': ...})"
@@ -114,7 +115,7 @@ class _Described(Dataset):
         their own (``with_transform(NamedTransform(...))``).
         """
         if self.source != "tensor":
-            raise ValueError(
+            raise InputError(
                 f"train_transform works on in-memory images; {self.name} reads image files. "
                 "Give a transform of your own with with_transform(NamedTransform(fn, {...}))"
             )
@@ -170,13 +171,13 @@ class ImageDataset(_Described):
         self.classes = [str(c) for c in classes]
         n = self.labels.shape[0]
         if n and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
-            raise ValueError(
+            raise InputError(
                 f"{name}: labels lie in [{self.labels.min()}, {self.labels.max()}] but there are "
                 f"{len(self.classes)} classes"
             )
         self.ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
         if self.ids.shape != (n,) or np.unique(self.ids).size != n:
-            raise ValueError(
+            raise InputError(
                 f"{name}: ids must be {n} distinct integers, got shape {self.ids.shape}"
             )
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
@@ -212,13 +213,13 @@ class InMemoryImageDataset(ImageDataset):
         **kwargs: Any,
     ) -> None:
         if images.ndim != 4:
-            raise ValueError(
+            raise InputError(
                 f"{name}: images must be (N, C, H, W), got shape {tuple(images.shape)}"
             )
         if images.dtype not in (torch.uint8, torch.float32):
             images = images.float()
         if images.shape[0] != np.asarray(labels).reshape(-1).shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"{name}: {images.shape[0]} images but {np.asarray(labels).size} labels"
             )
         self.images = images
@@ -277,7 +278,7 @@ def split_dataset(
     from ``index_files``. Validation and test never share a sample.
     """
     if not isinstance(dataset, ImageDataset):
-        raise TypeError(
+        raise InputTypeError(
             f"split_dataset needs a full data set (ImageDataset), got {type(dataset).__name__}; "
             "split the full data set once and use its views"
         )
@@ -363,7 +364,7 @@ def create_dataset(
 
     full = get_dataset_fn(name)(**params)
     if not isinstance(full, ImageDataset):
-        raise TypeError(
+        raise InputTypeError(
             f"data set loader {name!r} returned {type(full).__name__}, not ImageDataset"
         )
     if split in (None, "all"):
@@ -381,12 +382,12 @@ def create_dataset(
         transform = "eval"
     if isinstance(transform, str):
         if config is None:
-            raise ValueError(f"transform={transform!r} needs the model's config (config=...)")
+            raise InputError(f"transform={transform!r} needs the model's config (config=...)")
         if transform == "eval":
             return ds.with_eval_transform(config)
         if transform == "train":
             return ds.with_train_transform(config, flip=flip)
-        raise ValueError(
+        raise InputError(
             f"transform must be 'eval', 'train' or a transform object, got {transform!r}"
         )
     if transform is not None:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from eebench.data.base import InMemoryImageDataset
+from eebench.errors import InputError, MissingKeyError
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -65,7 +66,7 @@ def read_cifar_pickle(path: Path) -> dict[bytes, Any]:
     with open(path, "rb") as f:
         obj = _ArrayUnpickler(f, encoding="bytes").load()
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not the dict of a CIFAR batch")
+        raise InputError(f"{path} holds a {type(obj).__name__}, not the dict of a CIFAR batch")
     return {k.encode() if isinstance(k, str) else k: v for k, v in obj.items()}
 
 
@@ -89,18 +90,18 @@ def _read_part(folder: Path, files: list[str], label_key: bytes) -> tuple[np.nda
     for name in files:
         batch = read_cifar_pickle(folder / name)
         if b"data" not in batch or label_key not in batch:
-            raise KeyError(
+            raise MissingKeyError(
                 f"{folder / name} lacks {[k for k in (b'data', label_key) if k not in batch]}; "
                 f"it has {sorted(batch)}"
             )
         data = np.asarray(batch[b"data"])
         lab = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-            raise ValueError(
+            raise InputError(
                 f"{folder / name}: b'data' must be uint8 (N, 3072), got {data.dtype} {data.shape}"
             )
         if data.shape[0] != lab.shape[0]:
-            raise ValueError(f"{folder / name}: {data.shape[0]} images but {lab.shape[0]} labels")
+            raise InputError(f"{folder / name}: {data.shape[0]} images but {lab.shape[0]} labels")
         images.append(data.reshape(-1, 3, 32, 32))  # rows hold the R, G, B planes in turn
         labels.append(lab)
     return np.concatenate(images), np.concatenate(labels)
@@ -113,7 +114,7 @@ def _cifar(variant: str, root: str | Path, label_mode: str, transform: Any) -> I
         label_key, names_key = b"labels", b"label_names"
     else:
         if label_mode not in ("fine", "coarse"):
-            raise ValueError(f"label_mode must be 'fine' or 'coarse', got {label_mode!r}")
+            raise InputError(f"label_mode must be 'fine' or 'coarse', got {label_mode!r}")
         label_key, names_key = f"{label_mode}_labels".encode(), f"{label_mode}_label_names".encode()
     x_train, y_train = _read_part(folder, train_files, label_key)
     x_test, y_test = _read_part(folder, test_files, label_key)
@@ -121,7 +122,7 @@ def _cifar(variant: str, root: str | Path, label_mode: str, transform: Any) -> I
     if meta_path.is_file():
         meta = read_cifar_pickle(meta_path)
         if names_key not in meta:
-            raise KeyError(f"{meta_path} lacks {names_key!r}; it has {sorted(meta)}")
+            raise MissingKeyError(f"{meta_path} lacks {names_key!r}; it has {sorted(meta)}")
         classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta[names_key]]
     elif variant == "cifar10":
         classes = list(CIFAR10_CLASSES)

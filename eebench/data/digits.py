@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from eebench.data.base import InMemoryImageDataset
+from eebench.errors import InputError
 
 #: Per-channel mean and std of the 32x32 upsampled images in [0, 1] (all 1797 samples).
 DIGITS_MEAN = (0.3053, 0.3053, 0.3053)
@@ -33,7 +34,7 @@ def digits(*, size: int = 32, transform: Any = None) -> InMemoryImageDataset:
     from sklearn.datasets import load_digits
 
     if int(size) < 8:
-        raise ValueError(f"size must be at least the native 8 pixels, got {size}")
+        raise InputError(f"size must be at least the native 8 pixels, got {size}")
     raw = load_digits()
     x = torch.from_numpy(raw.images.astype(np.float32) / 16.0)[:, None]
     if size != 8:

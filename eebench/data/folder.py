@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from eebench.data.base import ImageDataset
+from eebench.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # as eebench.zoo.base.IMAGENET_MEAN / IMAGENET_STD
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -97,7 +98,7 @@ def imagenet(
     """ImageNet-1k arranged by class (e.g. ``val/n01440764/*.JPEG``); checks the 1000 classes."""
     root, samples, classes = _scan(root, extensions)
     if len(classes) != 1000:
-        raise ValueError(
+        raise InputError(
             f"{root} has {len(classes)} class folders, not ImageNet-1k's 1000; for other "
             "folders use the 'image_folder' data set"
         )

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from eebench.errors import InputError
+
 SOURCES = ("tensor", "file")
 _MODES = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}
 
@@ -44,7 +46,7 @@ def config_dict(config: Any) -> dict[str, Any]:
                 config[k] = getattr(config, k)
     missing = [k for k in ("input_size", "mean", "std") if k not in config]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"a transform needs the model's input_size, mean and std; the config lacks {missing}"
         )
     size = config["input_size"]
@@ -52,17 +54,17 @@ def config_dict(config: Any) -> dict[str, Any]:
     if len(size) == 2:
         size = (3, *size)
     if len(size) != 3:
-        raise ValueError(
+        raise InputError(
             f"input_size must be (C, H, W), (H, W) or an int, got {config['input_size']}"
         )
     mean, std = _floats(config["mean"]), _floats(config["std"])
     if len(mean) != size[0] or len(std) != size[0]:
-        raise ValueError(
+        raise InputError(
             f"mean {mean} and std {std} need one value per channel of input_size {list(size)}"
         )
     interpolation = str(config.get("interpolation", "bilinear"))
     if interpolation not in _MODES:
-        raise ValueError(f"interpolation must be one of {sorted(_MODES)}, got {interpolation!r}")
+        raise InputError(f"interpolation must be one of {sorted(_MODES)}, got {interpolation!r}")
     return {
         "input_size": size,
         "mean": mean,
@@ -86,7 +88,7 @@ def to_float_chw(img: Any) -> torch.Tensor:
         if arr.ndim == 2:
             arr = arr[:, :, None]
         if arr.ndim != 3:
-            raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got {arr.shape}")
+            raise InputError(f"expected an image of shape (H, W) or (H, W, C), got {arr.shape}")
         x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
     if x.dtype == torch.uint8:
         return x.float().div_(255.0)
@@ -122,7 +124,7 @@ def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
         return x.expand(channels, -1, -1).contiguous()
     if x.shape[0] == 4 and channels == 3:  # RGBA: drop alpha
         return x[:3]
-    raise ValueError(f"image has {x.shape[0]} channels; the model expects {channels}")
+    raise InputError(f"image has {x.shape[0]} channels; the model expects {channels}")
 
 
 class TensorTransform:
@@ -136,14 +138,14 @@ class TensorTransform:
         interpolation: str = "bilinear",
     ) -> None:
         if interpolation not in _MODES:
-            raise ValueError(
+            raise InputError(
                 f"interpolation must be one of {sorted(_MODES)}, got {interpolation!r}"
             )
         self.input_size = tuple(int(s) for s in input_size) if input_size is not None else None
         self.mean = _floats(mean)
         self.std = _floats(std)
         if any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be positive, got {self.std}")
+            raise InputError(f"std must be positive, got {self.std}")
         self.interpolation = interpolation
         self._mean = torch.tensor(self.mean).view(-1, 1, 1)
         self._std = torch.tensor(self.std).view(-1, 1, 1)
@@ -189,7 +191,7 @@ class FileEvalTransform:
         from timm.data import create_transform
 
         if not 0 < crop_pct <= 1:
-            raise ValueError(f"crop_pct must lie in (0, 1], got {crop_pct}")
+            raise InputError(f"crop_pct must lie in (0, 1], got {crop_pct}")
         self.input_size = tuple(int(s) for s in input_size)
         self.mean, self.std = _floats(mean), _floats(std)
         self.interpolation, self.crop_pct = interpolation, float(crop_pct)
@@ -246,7 +248,7 @@ class TrainTransform(TensorTransform):
     ) -> None:
         super().__init__(input_size, mean, std, interpolation)
         if pad < 0:
-            raise ValueError(f"pad must be >= 0, got {pad}")
+            raise InputError(f"pad must be >= 0, got {pad}")
         self.pad, self.flip = int(pad), bool(flip)
 
     def __call__(self, img: Any) -> torch.Tensor:
@@ -275,7 +277,7 @@ def eval_transform(config: Any, source: str = "tensor") -> TensorTransform | Fil
     mean and std.
     """
     if source not in SOURCES:
-        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        raise InputError(f"source must be one of {SOURCES}, got {source!r}")
     c = config_dict(config)
     if source == "file":
         return FileEvalTransform(

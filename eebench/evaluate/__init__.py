@@ -9,7 +9,7 @@ from __future__ import annotations
 from eebench.evaluate.curves import budgeted_curve, curve_rows, thresholds_json
 from eebench.evaluate.metrics import ECE_VARIANTS, anytime_table, expected_calibration_error
 from eebench.evaluate.summary import accuracy_at, cost_to_reach, mean_accuracy, summarize
-from eebench.evaluate.sweep import load_source, run_sweep, split_logitset
+from eebench.evaluate.sweep import run_sweep
 
 __all__ = [
     "ECE_VARIANTS",
@@ -19,10 +19,8 @@ __all__ = [
     "cost_to_reach",
     "curve_rows",
     "expected_calibration_error",
-    "load_source",
     "mean_accuracy",
     "run_sweep",
-    "split_logitset",
     "summarize",
     "thresholds_json",
 ]

@@ -22,14 +22,16 @@ it is a percentile interval, not forced to.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eebench.policies.policy import BasePolicy, OperatingPoint, check_logitset
+from eebench.errors import InputError
+from eebench.policies.assignment import evaluate_exits, hits_at
+from eebench.policies.policy import BasePolicy, OperatingPoint
 from eebench.policies.scores import correctness
-from eebench.policies.solvers import evaluate_exits, hits_at
+from eebench.store.logitset import check_logitset
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,7 +68,7 @@ def curve_rows(
     """Curve rows from operating points already computed on both sets (``n_boot``,
     ``seed``, ``ci``: the accuracy band, as in budgeted_curve)."""
     if len(val_points) != len(test_points):
-        raise ValueError(
+        raise InputError(
             f"{len(val_points)} validation points but {len(test_points)} test points"
         )
     return _rows(name, _val_stats(val_points, val_correct, val_costs), test_points,
@@ -76,11 +78,11 @@ def curve_rows(
 def _band_spec(n_boot: Any, seed: Any, ci: Any) -> tuple[int, int, float] | None:
     """Checked bootstrap settings of the accuracy band, or None for no band."""
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-        raise ValueError(f"n_boot must be a non-negative integer (0: no band), got {n_boot!r}")
+        raise InputError(f"n_boot must be a non-negative integer (0: no band), got {n_boot!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+        raise InputError(f"seed must be an integer, got {seed!r}")
     if not isinstance(ci, (int, float)) or not 0 < ci < 1:
-        raise ValueError(f"ci must lie in (0, 1), e.g. 0.95, got {ci!r}")
+        raise InputError(f"ci must lie in (0, 1), e.g. 0.95, got {ci!r}")
     return (int(n_boot), int(seed), float(ci)) if n_boot > 0 else None
 
 
@@ -134,7 +136,7 @@ def _rows(
         if band is not None:
             hits.append(hits_at(np.asarray(tp.exits), test_correct))
         if i >= len(val_stats):
-            raise ValueError(f"{len(val_stats)} validation points but more test points")
+            raise InputError(f"{len(val_stats)} validation points but more test points")
         va, vc = val_stats[i]
         ta, tc, counts = evaluate_exits(tp.exits, test_correct, test_costs)
         row: dict[str, Any] = {
@@ -158,13 +160,50 @@ def _rows(
         row.update(extra or {})
         rows.append(row)
     if len(rows) != len(val_stats):
-        raise ValueError(f"{len(val_stats)} validation points but {len(rows)} test points")
+        raise InputError(f"{len(val_stats)} validation points but {len(rows)} test points")
     if band is not None:
         low, high = accuracy_bands(hits, *band)
         for row, lo, hi in zip(rows, low, high):
             row["test_acc_low"] = float(lo)
             row["test_acc_high"] = float(hi)
     return rows
+
+
+RESULT_COLUMNS = ("policy_kind", "cost_unit", "dataset")
+"""Columns the runner appends to the frames it writes (after their own columns, so that a
+reader of an older file finds every column it knew in the same place)."""
+
+
+def append_result_columns(
+    frame: pd.DataFrame,
+    *,
+    kinds: Mapping[str, str] | None = None,
+    cost_unit: str | None = None,
+    datasets: Mapping[str, str | None] | None = None,
+) -> pd.DataFrame:
+    """A copy of ``frame`` with the result columns appended after its own, so that a
+    program reads what a row is from columns instead of from names or prose:
+
+    - policy_kind: ``kinds[policy]`` (learned, oracle, random or static: the policy
+      object's ``kind``), for frames with a ``policy`` column;
+    - cost_unit: the unit of every cost of the frame;
+    - dataset: ``datasets[model]``, the data set a model's outputs come from (empty where
+      nobody knows, e.g. logits from an ``.npz``), for frames with a ``model`` column.
+
+    A column the frame already has is kept as it is; an argument left None adds nothing.
+    """
+    out = frame.copy()
+    if kinds is not None and "policy" in out.columns and "policy_kind" not in out.columns:
+        unknown = sorted({str(p) for p in out["policy"]} - set(kinds))
+        if unknown:
+            raise InputError(f"no kind given for the policies {unknown}; pass kinds for every "
+                             f"policy of the frame")
+        out["policy_kind"] = [kinds[str(p)] for p in out["policy"]]
+    if cost_unit is not None and "cost_unit" not in out.columns:
+        out["cost_unit"] = cost_unit
+    if datasets is not None and "model" in out.columns and "dataset" not in out.columns:
+        out["dataset"] = [datasets.get(str(m)) for m in out["model"]]
+    return out
 
 
 def budgeted_curve(
@@ -196,7 +235,7 @@ def budgeted_curve(
     check_logitset(val, "the validation set")
     check_logitset(test, "the test set")
     if val.num_exits != test.num_exits:
-        raise ValueError(
+        raise InputError(
             f"validation has {val.num_exits} exits but test has {test.num_exits}; "
             f"both must come from the same model"
         )

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from eebench.policies.policy import check_logitset
+from eebench.errors import InputError
 from eebench.policies.scores import Calibration, iter_probability_blocks
+from eebench.store.logitset import check_logitset
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,22 +41,22 @@ def expected_calibration_error(
     conf = np.asarray(confidence, dtype=np.float64).reshape(-1)
     corr = np.asarray(correct, dtype=np.float64).reshape(-1)
     if conf.shape != corr.shape:
-        raise ValueError(f"{conf.size} confidences but {corr.size} correctness values")
+        raise InputError(f"{conf.size} confidences but {corr.size} correctness values")
     if variant == "standard":
         nb = 15 if bins is None else int(bins)
         if nb < 1:
-            raise ValueError(f"ECE needs at least one bin, got {nb}")
+            raise InputError(f"ECE needs at least one bin, got {nb}")
         edges = np.linspace(0.0, 1.0, nb + 1)
         idx = np.searchsorted(edges[1:-1], conf, side="right")
         keep = np.ones(conf.shape, dtype=bool)
     elif variant == "calibrated-dnn":
         nb = 10 if bins is None else int(bins)
         if nb < 1:
-            raise ValueError(f"ECE needs at least one bin, got {nb}")
+            raise InputError(f"ECE needs at least one bin, got {nb}")
         idx = np.digitize(conf, np.linspace(0.1, 1, nb))
         keep = idx < nb
     else:
-        raise ValueError(f"unknown ECE variant {variant!r}; known: {', '.join(ECE_VARIANTS)}")
+        raise InputError(f"unknown ECE variant {variant!r}; known: {', '.join(ECE_VARIANTS)}")
     idx, conf_k, corr_k = idx[keep], conf[keep], corr[keep]
     total = idx.size
     if total == 0:
@@ -86,10 +87,10 @@ def anytime_table(
 
     check_logitset(ls, "the set")
     if ece_variant not in ECE_VARIANTS:
-        raise ValueError(f"unknown ECE variant {ece_variant!r}; known: {', '.join(ECE_VARIANTS)}")
+        raise InputError(f"unknown ECE variant {ece_variant!r}; known: {', '.join(ECE_VARIANTS)}")
     n, k_exits, c = ls.logits.shape
     if n == 0:
-        raise ValueError("cannot evaluate an empty set")
+        raise InputError("cannot evaluate an empty set")
     labels = ls.labels
     conf = np.empty((n, k_exits))
     correct = np.empty((n, k_exits), dtype=bool)

@@ -20,17 +20,28 @@ labels, is never a reference), diff_low and diff_high (the bootstrap interval of
 value minus diff_ref's value over the same resamples). Two policies whose
 intervals overlap can still differ reliably, and two whose intervals barely
 separate may not: the paired difference answers the question directly.
+
+Then what a program needs without reading the prose of ``note`` (which is for
+people and may change wording): policy_kind (learned, oracle, random or static:
+the policy object's ``kind``; empty when only bare operating points were given),
+cost_lo and cost_hi (the cost range the value is computed over: the common range
+of mean_accuracy, lo == hi == at_cost for accuracy_at_cost, NaN where no range
+applies), and how the interval was made: ci_level, n_boot (resamples behind
+ci_low..ci_high and diff_low..diff_high; 0: no interval) and boot_seed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eebench.policies.policy import BasePolicy, OperatingPoint, check_logitset
+from eebench.errors import InputError
+from eebench.policies.policy import BasePolicy, OperatingPoint
 from eebench.policies.scores import correctness
+from eebench.store.logitset import check_logitset
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,6 +59,7 @@ HIGHER_IS_BETTER = {
 SUMMARY_COLUMNS = [
     "policy", "metric", "at_cost", "value", "ci_low", "ci_high", "unit", "interpolated", "note",
     "diff_ref", "diff_low", "diff_high",
+    "policy_kind", "cost_lo", "cost_hi", "ci_level", "n_boot", "boot_seed",
 ]
 
 
@@ -128,10 +140,35 @@ def _point_matrices(
     for j, pt in enumerate(pts):
         ex = np.asarray(pt.exits, dtype=np.int64)
         if ex.shape != (n,):
-            raise ValueError(f"operating point {j} has {ex.size} exits for {n} test samples")
+            raise InputError(f"operating point {j} has {ex.size} exits for {n} test samples")
         hits[:, j] = correct[rows, ex]
         cost[:, j] = costs[ex]
     return hits, cost
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What one summary row measures, besides its value: the metric, the cost it is read at
+    (NaN unless a point metric), its unit, whether the value is interpolated, the sentence a
+    reader sees, and the cost range the value is computed over (``cost_lo == cost_hi`` for
+    a point metric; NaN where no cost range applies)."""
+
+    metric: str
+    at_cost: float
+    unit: str
+    interpolated: bool
+    note: str
+    cost_lo: float
+    cost_hi: float
+
+
+@dataclass(frozen=True)
+class LastExit:
+    """The target of "cost to match the full model": the last exit's test accuracy and
+    cost."""
+
+    accuracy: float
+    cost: float
 
 
 def summarize(
@@ -145,6 +182,7 @@ def summarize(
     test: LogitSet | None = None,
     points: Mapping[str, Sequence[OperatingPoint] | BasePolicy] | None = None,
     ci: float = 0.95,
+    kinds: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Summary metrics per policy of a curve (one or more policies, as from budgeted_curve).
 
@@ -157,196 +195,314 @@ def summarize(
       ``curve.policy``) to their test operating points in curve-row order, or
       to the fitted policy (then applied to ``test`` and scored on its own predictions,
       which differ from the raw exits' for calibrations such as MIE). Seeded by ``seed``.
+    - ``kinds``: policy name -> what it is (learned, oracle, random, static); default: the
+      curve's policy_kind column where it has one, else the ``kind`` of each fitted policy
+      in ``points``. It fills the policy_kind column and keeps the oracle out of the
+      paired references.
     """
     import pandas as pd
 
-    need = {"policy", "test_acc", "test_cost"}
-    if not need <= set(curve.columns):
-        raise ValueError(f"curve lacks columns {sorted(need - set(curve.columns))}; use budgeted_curve")
+    names, acc, curves = _policy_curves(curve)
     if not 0 < ci < 1:
-        raise ValueError(f"ci must lie in (0, 1), got {ci}")
-    names = list(dict.fromkeys(curve["policy"]))
-    acc = {p: curve.loc[curve.policy == p, "test_acc"].to_numpy(float) for p in names}
-    cost = {p: curve.loc[curve.policy == p, "test_cost"].to_numpy(float) for p in names}
-    curves = {p: _xy(cost[p], acc[p]) for p in names}
-    spans = [(x[0], x[-1]) for x, _ in curves.values() if x.size >= 2]
-    if cost_range is None:
-        if not spans:
-            lo = hi = float("nan")
-        else:
-            lo, hi = max(s[0] for s in spans), min(s[1] for s in spans)
-            if lo > hi:
-                raise ValueError(
-                    "the policies' cost ranges do not overlap: "
-                    + ", ".join(f"{p}: [{curves[p][0][0]:g}, {curves[p][0][-1]:g}]" for p in names)
-                    + "; pass cost_range=(low, high)"
-                )
-    else:
-        lo, hi = float(cost_range[0]), float(cost_range[1])
-        if not lo <= hi:
-            raise ValueError(f"cost_range must be (low, high) with low <= high, got {cost_range}")
+        raise InputError(f"ci must lie in (0, 1), got {ci}")
+    lo, hi = _mean_accuracy_range(curves, cost_range)
     at_costs = [float(c) for c in (at_costs or [])]
-
-    last_acc = last_cost = None
     correct = None
     if test is not None:
         check_logitset(test, "test")
         correct = correctness(test)
-    if anytime is not None and len(anytime):
-        last_acc, last_cost = float(anytime.iloc[-1]["top1"]), float(anytime.iloc[-1]["cost"])
-    elif correct is not None and test is not None:
-        last_acc, last_cost = float(correct[:, -1].mean()), float(test.costs[-1])
+    last = _last_exit(anytime, test, correct)
+    if kinds is None and "policy_kind" in curve.columns:
+        kinds = {str(p): k for p, k in zip(curve["policy"], curve["policy_kind"])
+                 if isinstance(k, str) and k}
+    kind_of = _policy_kinds(names, points, kinds)
 
     def metrics(x: np.ndarray, y: np.ndarray, target: float | None) -> list[float]:
-        vals = [mean_accuracy(x, y, lo, hi) if x.size >= 2 and np.isfinite(lo) else float("nan")]
-        vals += [accuracy_at(x, y, c) for c in at_costs]
-        if target is not None:
-            assert last_cost is not None  # a target is the last exit's accuracy, set with it
-            m = cost_to_reach(x, y, target)
-            vals += [m, last_cost / m if m > 0 else float("nan")]
-        return vals
+        return _curve_metrics(x, y, (lo, hi), at_costs, target, last)
 
-    # bootstrap statistics, paired across policies
     boot: dict[str, np.ndarray] = {}
-    do_boot = n_boot > 0 and test is not None and points
-    if do_boot:
-        assert test is not None and correct is not None and points is not None  # do_boot says so
-        n = test.num_samples
-        mats = {}
-        for p, pts in points.items():
-            if p not in acc:
-                raise ValueError(f"points given for {p!r}, which is not in the curve ({names})")
-            corr = correct
-            if isinstance(pts, BasePolicy):
-                corr = pts.correct(test)  # the policy's own predictions (e.g. an ensemble's)
-                pts = pts.apply(test)
-            h, cm = _point_matrices(pts, corr, test.costs)
-            if h.shape[1] != acc[p].size or not np.allclose(h.mean(axis=0), acc[p], rtol=0, atol=1e-9):
-                raise ValueError(
-                    f"the points given for {p!r} do not reproduce its curve rows on this test set "
-                    f"({h.shape[1]} points vs {acc[p].size} rows); pass the test operating points "
-                    f"of the same fitted policy, in curve order"
-                )
-            mats[p] = (h, cm)
-        stats: dict[str, list[list[float]]] = {p: [] for p in mats}
-        last = correct[:, -1].astype(np.float64)
-        for w in bootstrap_weights(n, n_boot, seed):
-            b = w.shape[0]
-            target_b = w @ last / n if last_acc is not None else None
-            for p, (h, cm) in mats.items():
-                acc_b = w @ h / n
-                cost_b = w @ cm / n
-                for i in range(b):
-                    x, y = _xy(cost_b[i], acc_b[i])
-                    stats[p].append(metrics(x, y, None if target_b is None else target_b[i]))
-        boot = {p: np.asarray(v, dtype=np.float64) for p, v in stats.items()}
-
-    boot_note = (
-        f"{ci:.0%} percentile bootstrap, {n_boot} test resamples (seed {seed}), exits fixed per point"
-    )
-    no_boot_note = "no interval: pass test= and points= (and n_boot > 0) for a bootstrap"
-    values = {p: metrics(*curves[p], last_acc) for p in names}
+    if n_boot > 0 and test is not None and correct is not None and points:
+        boot = _bootstrap_metrics(acc, test, correct, points, n_boot, seed, metrics,
+                                  with_target=last is not None)
+    values = {p: metrics(*curves[p], None if last is None else last.accuracy) for p in names}
     metric_names = ["mean_accuracy", *(["accuracy_at_cost"] * len(at_costs))]
-    if last_acc is not None:
+    if last is not None:
         metric_names += ["cost_to_match_last_exit", "speedup_vs_last_exit"]
-    refs = _paired_references(values, boot, metric_names)
+    refs = _paired_references(values, boot, metric_names, kind_of)
     rows: list[dict[str, Any]] = []
     for p in names:
-        x, y = curves[p]
-        vals = values[p]
-        specs: list[tuple[str, float, str, bool, str]] = [
-            (
-                "mean_accuracy",
-                float("nan"),
-                "accuracy",
-                True,
-                f"area under the test curve over cost [{lo:g}, {hi:g}] / width"
-                if x.size >= 2
-                else "single operating point: no area",
-            )
-        ]
-        for c in at_costs:
-            inside = x[0] <= c <= x[-1]
-            exact = bool(np.any(x == c))
-            specs.append(
-                (
-                    "accuracy_at_cost",
-                    c,
-                    "accuracy",
-                    inside and not exact,
-                    "linear interpolation of the test curve"
-                    if inside
-                    else f"outside the curve's cost range [{x[0]:g}, {x[-1]:g}]",
-                )
-            )
-        if last_acc is not None:
-            reached = np.isfinite(vals[len(specs)])
-            specs.append(
-                (
-                    "cost_to_match_last_exit",
-                    float("nan"),
-                    "cost",
-                    True,
-                    f"first test cost reaching the last exit's accuracy {last_acc:.4f}"
-                    if reached
-                    else f"never reaches the last exit's accuracy {last_acc:.4f}",
-                )
-            )
-            specs.append(
-                (
-                    "speedup_vs_last_exit",
-                    float("nan"),
-                    "x",
-                    True,
-                    f"last exit cost {last_cost:g} / cost to match its accuracy",
-                )
-            )
-        for j, (metric, at, unit, interp, note) in enumerate(specs):
-            lo_ci, hi_ci = _ci(boot[p][:, j], ci) if p in boot else (float("nan"), float("nan"))
-            if p in boot:
-                finite = int(np.isfinite(boot[p][:, j]).sum())
-                if 0 < finite < n_boot:
-                    note = f"{note}; defined in {finite} of {n_boot} resamples (interval over those)"
-            ref = refs[j].get(p, "")
-            d_lo, d_hi = (
-                _ci(boot[p][:, j] - boot[ref][:, j], ci) if ref else (float("nan"), float("nan"))
-            )
-            rows.append(
-                {
-                    "policy": p,
-                    "metric": metric,
-                    "at_cost": at,
-                    "value": vals[j],
-                    "ci_low": lo_ci,
-                    "ci_high": hi_ci,
-                    "unit": unit,
-                    "interpolated": interp,
-                    "note": f"{note}; {boot_note if p in boot else no_boot_note}",
-                    "diff_ref": ref,
-                    "diff_low": d_lo,
-                    "diff_high": d_hi,
-                }
-            )
+        specs = _metric_specs(curves[p][0], values[p], (lo, hi), at_costs, last)
+        rows += _summary_rows(p, kind_of[p], specs, values[p], boot, refs, ci=ci,
+                              n_boot=n_boot, seed=seed)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def _policy_curves(
+    curve: pd.DataFrame,
+) -> tuple[list[str], dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The policies of a curve frame in first-seen order, each one's test accuracy per row,
+    and its test curve as (cost, accuracy) points sorted by cost (see ``_xy``)."""
+    need = {"policy", "test_acc", "test_cost"}
+    if not need <= set(curve.columns):
+        raise InputError(f"curve lacks columns {sorted(need - set(curve.columns))}; use budgeted_curve")
+    names = list(dict.fromkeys(curve["policy"]))
+    acc = {p: curve.loc[curve.policy == p, "test_acc"].to_numpy(float) for p in names}
+    cost = {p: curve.loc[curve.policy == p, "test_cost"].to_numpy(float) for p in names}
+    return names, acc, {p: _xy(cost[p], acc[p]) for p in names}
+
+
+def _mean_accuracy_range(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], cost_range: tuple[float, float] | None
+) -> tuple[float, float]:
+    """The cost range of the mean-accuracy metric: ``cost_range`` checked, else the range
+    common to every curve of at least two points (NaN, NaN when there is none)."""
+    if cost_range is not None:
+        lo, hi = float(cost_range[0]), float(cost_range[1])
+        if not lo <= hi:
+            raise InputError(f"cost_range must be (low, high) with low <= high, got {cost_range}")
+        return lo, hi
+    spans = [(x[0], x[-1]) for x, _ in curves.values() if x.size >= 2]
+    if not spans:
+        return float("nan"), float("nan")
+    lo, hi = max(s[0] for s in spans), min(s[1] for s in spans)
+    if lo > hi:
+        raise InputError(
+            "the policies' cost ranges do not overlap: "
+            + ", ".join(f"{p}: [{x[0]:g}, {x[-1]:g}]" for p, (x, _) in curves.items())
+            + "; pass cost_range=(low, high)"
+        )
+    return lo, hi
+
+
+def _last_exit(
+    anytime: pd.DataFrame | None, test: LogitSet | None, correct: np.ndarray | None
+) -> LastExit | None:
+    """The last exit's test accuracy and cost: the last row of ``anytime``, else the last
+    exit of ``test``; None when neither is given."""
+    if anytime is not None and len(anytime):
+        return LastExit(float(anytime.iloc[-1]["top1"]), float(anytime.iloc[-1]["cost"]))
+    if correct is not None and test is not None:
+        return LastExit(float(correct[:, -1].mean()), float(test.costs[-1]))
+    return None
+
+
+# the ``kind`` values of eebench.policies (BasePolicy.kind and the baselines)
+_KINDS = ("learned", "oracle", "random", "static")
+
+
+def _policy_kinds(
+    names: Sequence[str],
+    points: Mapping[str, Sequence[OperatingPoint] | BasePolicy] | None,
+    kinds: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """Policy name -> kind: ``kinds`` where given, else the ``kind`` of the fitted policy in
+    ``points``, else "" (unknown: bare operating points say nothing of what made them)."""
+    out = {}
+    for p in names:
+        given = (kinds or {}).get(p)
+        pol = (points or {}).get(p)
+        kind = given if given is not None else pol.kind if isinstance(pol, BasePolicy) else ""
+        if kind and kind not in _KINDS:
+            raise InputError(f"policy {p!r} has kind {kind!r}; a kind is one of {', '.join(_KINDS)}")
+        out[p] = kind
+    return out
+
+
+def _curve_metrics(
+    x: np.ndarray,
+    y: np.ndarray,
+    cost_range: tuple[float, float],
+    at_costs: Sequence[float],
+    target: float | None,
+    last: LastExit | None,
+) -> list[float]:
+    """Every metric of one curve, in row order: mean accuracy over ``cost_range``, the
+    accuracy at each of ``at_costs``, then (with a ``target`` accuracy) the cost to reach it
+    and the last exit's cost over that cost."""
+    lo, hi = cost_range
+    vals = [mean_accuracy(x, y, lo, hi) if x.size >= 2 and np.isfinite(lo) else float("nan")]
+    vals += [accuracy_at(x, y, c) for c in at_costs]
+    if target is not None:
+        assert last is not None  # a target is the last exit's accuracy, set with it
+        m = cost_to_reach(x, y, target)
+        vals += [m, last.cost / m if m > 0 else float("nan")]
+    return vals
+
+
+def _bootstrap_metrics(
+    acc: Mapping[str, np.ndarray],
+    test: LogitSet,
+    correct: np.ndarray,
+    points: Mapping[str, Sequence[OperatingPoint] | BasePolicy],
+    n_boot: int,
+    seed: int,
+    metrics: Callable[[np.ndarray, np.ndarray, float | None], list[float]],
+    *,
+    with_target: bool,
+) -> dict[str, np.ndarray]:
+    """Policy -> (n_boot, metrics) statistics of the policies in ``points`` (whose curve rows
+    have test accuracies ``acc``, checked against the points) over test resamples shared by every policy
+    (paired), each operating point's exits held fixed. ``with_target``: the cost to match
+    the last exit is taken against each resample's own last-exit accuracy."""
+    n = test.num_samples
+    mats = {}
+    for p, pts in points.items():
+        if p not in acc:
+            raise InputError(f"points given for {p!r}, which is not in the curve ({list(acc)})")
+        corr = correct
+        if isinstance(pts, BasePolicy):
+            corr = pts.correct(test)  # the policy's own predictions (e.g. an ensemble's)
+            pts = pts.apply(test)
+        h, cm = _point_matrices(pts, corr, test.costs)
+        if h.shape[1] != acc[p].size or not np.allclose(h.mean(axis=0), acc[p], rtol=0, atol=1e-9):
+            raise InputError(
+                f"the points given for {p!r} do not reproduce its curve rows on this test set "
+                f"({h.shape[1]} points vs {acc[p].size} rows); pass the test operating points "
+                f"of the same fitted policy, in curve order"
+            )
+        mats[p] = (h, cm)
+    stats: dict[str, list[list[float]]] = {p: [] for p in mats}
+    last = correct[:, -1].astype(np.float64)
+    for w in bootstrap_weights(n, n_boot, seed):
+        b = w.shape[0]
+        target_b = w @ last / n if with_target else None
+        for p, (h, cm) in mats.items():
+            acc_b = w @ h / n
+            cost_b = w @ cm / n
+            for i in range(b):
+                x, y = _xy(cost_b[i], acc_b[i])
+                stats[p].append(metrics(x, y, None if target_b is None else target_b[i]))
+    return {p: np.asarray(v, dtype=np.float64) for p, v in stats.items()}
+
+
+def _metric_specs(
+    x: np.ndarray,
+    values: Sequence[float],
+    cost_range: tuple[float, float],
+    at_costs: Sequence[float],
+    last: LastExit | None,
+) -> list[MetricSpec]:
+    """What each metric of one policy measures (in the order of ``_curve_metrics``), given
+    its curve's sorted costs ``x`` and its metric ``values``."""
+    lo, hi = cost_range
+    area = x.size >= 2
+    specs = [
+        MetricSpec(
+            "mean_accuracy", float("nan"), "accuracy", True,
+            f"area under the test curve over cost [{lo:g}, {hi:g}] / width"
+            if area else "single operating point: no area",
+            lo if area else float("nan"), hi if area else float("nan"),
+        )
+    ]
+    for c in at_costs:
+        inside = x[0] <= c <= x[-1]
+        exact = bool(np.any(x == c))
+        specs.append(MetricSpec(
+            "accuracy_at_cost", c, "accuracy", inside and not exact,
+            "linear interpolation of the test curve"
+            if inside else f"outside the curve's cost range [{x[0]:g}, {x[-1]:g}]",
+            c, c,
+        ))
+    if last is not None:
+        reached = np.isfinite(values[len(specs)])
+        specs.append(MetricSpec(
+            "cost_to_match_last_exit", float("nan"), "cost", True,
+            f"first test cost reaching the last exit's accuracy {last.accuracy:.4f}"
+            if reached else f"never reaches the last exit's accuracy {last.accuracy:.4f}",
+            float("nan"), float("nan"),
+        ))
+        specs.append(MetricSpec(
+            "speedup_vs_last_exit", float("nan"), "x", True,
+            f"last exit cost {last.cost:g} / cost to match its accuracy",
+            float("nan"), float("nan"),
+        ))
+    return specs
+
+
+def bootstrap_note(ci: float, n_boot: int, seed: int) -> str:
+    """The sentence that says how an interval was made (``n_boot == 0``: that there is none)."""
+    if n_boot <= 0:
+        return "no interval: pass test= and points= (and n_boot > 0) for a bootstrap"
+    return f"{ci:.0%} percentile bootstrap, {n_boot} test resamples (seed {seed}), exits fixed per point"
+
+
+def _summary_rows(
+    policy: str,
+    kind: str,
+    specs: Sequence[MetricSpec],
+    values: Sequence[float],
+    boot: Mapping[str, np.ndarray],
+    refs: Sequence[Mapping[str, str]],
+    *,
+    ci: float,
+    n_boot: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """One policy's summary rows: each metric's value, its bootstrap interval and the
+    paired interval of its difference to its reference policy, with the row's schema
+    columns (kind, cost range, how the interval was made)."""
+    nan = float("nan")
+    stats = boot.get(policy)
+    drawn = n_boot if stats is not None else 0
+    rows = []
+    for j, spec in enumerate(specs):
+        note = spec.note
+        lo_ci, hi_ci = _ci(stats[:, j], ci) if stats is not None else (nan, nan)
+        if stats is not None:
+            finite = int(np.isfinite(stats[:, j]).sum())
+            if 0 < finite < n_boot:
+                note = f"{note}; defined in {finite} of {n_boot} resamples (interval over those)"
+        ref = refs[j].get(policy, "")
+        d_lo, d_hi = (
+            _ci(stats[:, j] - boot[ref][:, j], ci) if ref and stats is not None else (nan, nan)
+        )
+        rows.append({
+            "policy": policy,
+            "metric": spec.metric,
+            "at_cost": spec.at_cost,
+            "value": values[j],
+            "ci_low": lo_ci,
+            "ci_high": hi_ci,
+            "unit": spec.unit,
+            "interpolated": spec.interpolated,
+            "note": f"{note}; {bootstrap_note(ci, drawn, seed)}",
+            "diff_ref": ref,
+            "diff_low": d_lo,
+            "diff_high": d_hi,
+            "policy_kind": kind,
+            "cost_lo": spec.cost_lo,
+            "cost_hi": spec.cost_hi,
+            "ci_level": ci,
+            "n_boot": drawn,
+            "boot_seed": seed,
+        })
+    return rows
+
+
 def _paired_references(
-    values: Mapping[str, list[float]], boot: Mapping[str, np.ndarray], metric_names: list[str]
+    values: Mapping[str, list[float]],
+    boot: Mapping[str, np.ndarray],
+    metric_names: list[str],
+    kinds: Mapping[str, str] | None = None,
 ) -> list[dict[str, str]]:
     """Per metric, policy -> the policy its paired difference is taken against.
 
     Only policies with bootstrap statistics and a finite estimate take part, never the
-    oracle. Every policy is compared with the best one (by estimate; the first in curve
-    order on a tie), and the best with the runner-up, so that one row says whether the
-    best is ahead by more than resampling noise.
+    oracle (by its kind; a policy of unknown kind named "oracle" counts as one). Every
+    policy is compared with the best one (by estimate; the first in curve order on a tie),
+    and the best with the runner-up, so that one row says whether the best is ahead by
+    more than resampling noise.
     """
+    kinds = kinds or {}
+
+    def oracle(p: str) -> bool:
+        kind = kinds.get(p, "")
+        return kind == "oracle" if kind else str(p).strip().lower() == "oracle"
+
     refs: list[dict[str, str]] = []
     for j, metric in enumerate(metric_names):
         higher = HIGHER_IS_BETTER.get(metric, True)
-        cands = [
-            p for p in values
-            if p in boot and str(p).strip().lower() != "oracle" and np.isfinite(values[p][j])
-        ]
+        cands = [p for p in values if p in boot and not oracle(p) and np.isfinite(values[p][j])]
         ranked = sorted(cands, key=lambda p: -values[p][j] if higher else values[p][j])
         out: dict[str, str] = {}
         if len(ranked) >= 2:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from eebench.policies.assignment import assign_exits, evaluate_exits, exit_counts, mean_cost
 from eebench.policies.baselines import OraclePolicy, RandomPolicy, StaticPolicy
 from eebench.policies.calibration import (
     CALIBRATIONS,
@@ -16,7 +17,8 @@ from eebench.policies.calibration import (
     make_calibration,
 )
 from eebench.policies.ensemble import ModelInternalEnsemble, TemperatureMIE
-from eebench.policies.factory import list_policy_solvers, make_policy
+from eebench.policies.estimator import Estimator
+from eebench.policies.factory import POLICIES, list_policy_solvers, make_policy, policy_catalog
 from eebench.policies.grids import GRIDS, QGrid, exit_distribution, get_grid, list_grids
 from eebench.policies.policy import BasePolicy, OperatingPoint, Policy
 from eebench.policies.scores import (
@@ -37,12 +39,8 @@ from eebench.policies.solvers import (
     GeometricSolver,
     Solution,
     SweepSolver,
-    assign_exits,
-    evaluate_exits,
-    exit_counts,
     list_solvers,
     make_solver,
-    mean_cost,
     quota_thresholds,
 )
 
@@ -73,11 +71,13 @@ def __getattr__(name: str):  # noqa: ANN202 - lazy exports keep deap and scipy o
 __all__ = [
     "CALIBRATIONS",
     "GRIDS",
+    "POLICIES",
     "SCORES",
     "SENTINEL",
     "SOLVERS",
     "BasePolicy",
     "EENetPolicy",
+    "Estimator",
     "ExactSolver",
     "GeneticSolver",
     "GeometricSolver",
@@ -113,6 +113,7 @@ __all__ = [
     "make_policy",
     "make_solver",
     "mean_cost",
+    "policy_catalog",
     "predictions",
     "quota_thresholds",
     "scores_and_predictions",

@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eebench.policies.policy import BasePolicy, OperatingPoint, check_logitset
+from eebench.errors import InputTypeError
+from eebench.policies.assignment import exit_counts, exit_dtype
+from eebench.policies.policy import BasePolicy, OperatingPoint
 from eebench.policies.scores import correctness
-from eebench.policies.solvers import SENTINEL, exit_counts, exit_dtype
+from eebench.policies.solvers import SENTINEL
+from eebench.store.logitset import check_logitset
 
 if TYPE_CHECKING:
     from eebench.store.logitset import LogitSet
@@ -36,6 +39,7 @@ class OraclePolicy(_UnlearnedPolicy):
     """First correct exit, else the last (uses the labels of the set it is applied to)."""
 
     name = "oracle"
+    kind = "oracle"
 
     def apply(self, ls: LogitSet) -> list[OperatingPoint]:
         self._check_fitted(ls)
@@ -49,6 +53,7 @@ class StaticPolicy(_UnlearnedPolicy):
     """One operating point per exit k: every sample exits at k."""
 
     name = "static"
+    kind = "static"
 
     def apply(self, ls: LogitSet) -> list[OperatingPoint]:
         self._check_fitted(ls)
@@ -67,9 +72,11 @@ class RandomPolicy(BasePolicy):
     reproducible on its own.
     """
 
+    kind = "random"
+
     def __init__(self, base: BasePolicy, seed: int = 0) -> None:
         if not isinstance(base, BasePolicy):
-            raise TypeError(f"base must be a policy (e.g. make_policy(...)), got {type(base).__name__}")
+            raise InputTypeError(f"base must be a policy (e.g. make_policy(...)), got {type(base).__name__}")
         self.base = base
         self.seed = seed
 

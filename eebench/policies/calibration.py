@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eebench.policies._registry import lookup
-from eebench.policies.ensemble import ModelInternalEnsemble, TemperatureMIE
+from eebench.errors import InputError
+from eebench.registry import Registry
 
 if TYPE_CHECKING:
     from eebench.store.logitset import LogitSet
@@ -63,9 +63,9 @@ class TemperatureScaling:
 
         lo, hi = self.bounds
         if not (0 < lo < 1 < hi):
-            raise ValueError(f"temperature bounds must satisfy 0 < low < 1 < high, got {self.bounds}")
+            raise InputError(f"temperature bounds must satisfy 0 < low < 1 < high, got {self.bounds}")
         if ls.num_samples == 0:
-            raise ValueError("cannot fit temperatures on an empty validation set")
+            raise InputError("cannot fit temperatures on an empty validation set")
         k_exits = ls.num_exits
         temps = np.ones(k_exits)
         before = np.empty(k_exits)
@@ -117,7 +117,7 @@ class TemperatureScaling:
         ``block`` for caches of logits."""
         self._check_fitted()
         if block.ndim != 3 or block.shape[1] != len(self.temperatures_):
-            raise ValueError(
+            raise InputError(
                 f"a block of shape {block.shape} for temperatures fit on "
                 f"{len(self.temperatures_)} exits; apply the calibration to outputs of the same model"
             )
@@ -143,7 +143,7 @@ class TemperatureScaling:
         """Calibrated logits of exit ``k`` (same float dtype as ``x``)."""
         self._check_fitted()
         if not 0 <= k < len(self.temperatures_):
-            raise ValueError(
+            raise InputError(
                 f"exit {k} out of range: temperatures were fit for {len(self.temperatures_)} exits"
             )
         z = _as_logits(x, kind)
@@ -159,30 +159,21 @@ class TemperatureScaling:
         return out
 
 
-def _laplace() -> Any:
-    from eebench.policies.laplace import LaplaceCalibration  # scipy.linalg, loaded on use
-
-    return LaplaceCalibration()
-
-
-def _laplace_mie() -> Any:
-    return ModelInternalEnsemble(base=_laplace())
-
-
-CALIBRATIONS: dict[str, Any] = {
-    "temperature": TemperatureScaling,
-    "mie": ModelInternalEnsemble,
-    "temperature+mie": TemperatureMIE,
-    "laplace": _laplace,
-    "laplace+mie": _laplace_mie,  # Calibrated-DNN's combination
-}
+CALIBRATIONS: Registry[Any] = Registry("calibration", where="eebench policies")
+"""Calibrations: callables that build a fresh, unfitted calibration (``fit(LogitSet)``,
+then probabilities per exit). Register one with ``CALIBRATIONS.register("name", cls)``."""
+CALIBRATIONS.register("temperature", TemperatureScaling)
+CALIBRATIONS.register_lazy("mie", "eebench.policies.ensemble:ModelInternalEnsemble")
+CALIBRATIONS.register_lazy("temperature+mie", "eebench.policies.ensemble:TemperatureMIE")
+CALIBRATIONS.register_lazy("laplace", "eebench.policies.laplace:LaplaceCalibration")  # scipy
+CALIBRATIONS.register_lazy("laplace+mie", "eebench.policies.ensemble:laplace_mie")  # Calibrated-DNN
 
 
 def make_calibration(name: str | None) -> Any:
     """A fresh (unfitted) calibration by name; ``None``/"none" means no calibration."""
     if name is None or (isinstance(name, str) and name.strip().lower() in ("", "none")):
         return None
-    return lookup("calibration", name, CALIBRATIONS)()
+    return CALIBRATIONS[name]()
 
 
 def list_calibrations() -> list[str]:

@@ -38,23 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from eebench.errors import InputError
+from eebench.policies.assignment import assign_exits, exit_counts, mean_cost
 from eebench.policies.grids import exit_distribution, get_grid
-from eebench.policies.policy import (
-    BasePolicy,
-    OperatingPoint,
-    check_logitset,
-    merge_budget_duplicates,
-)
+from eebench.policies.policy import BasePolicy, OperatingPoint, merge_budget_duplicates
 from eebench.policies.scores import exit_correct, exit_predictions, exit_scores
-from eebench.policies.solvers import (
-    SENTINEL,
-    GeometricSolver,
-    Solution,
-    assign_exits,
-    exit_counts,
-    mean_cost,
-    quota_thresholds,
-)
+from eebench.policies.solvers import SENTINEL, GeometricSolver, Solution, quota_thresholds
+from eebench.store.logitset import check_logitset
 from eebench.store.validate import check_budgets
 
 if TYPE_CHECKING:
@@ -116,7 +106,7 @@ def _check_number(
     if bad:
         kind = "an integer" if integer else "a finite number"
         rel = ">" if open_lo else ">="
-        raise ValueError(f"EENet option {name} must be {kind} {rel} {lo:g}, got {value!r}")
+        raise InputError(f"EENet option {name} must be {kind} {rel} {lo:g}, got {value!r}")
 
 
 class EENetPolicy(BasePolicy):
@@ -125,11 +115,11 @@ class EENetPolicy(BasePolicy):
     Parameters (the whole configuration; learned state ends in ``_``):
 
     - ``budgets``: validation mean-cost targets, in the units of the costs. ``None``: the
-      validation costs of the geometric (MSDNet) rule on ``budget_grid`` with
+      validation costs of the geometric (MSDNet) rule on ``grid`` with
       max-probability scores, as the GA solver does, so the curves compare budget by budget.
     - ``seed``: initialisation of the scorer (the fit is full batch: nothing else is random).
     - ``hidden``, ``epochs``, ``lr``, ``weight_decay``: the scorer's width and its Adam run.
-    - ``budget_grid``: q grid of the default budgets.
+    - ``grid``: q grid of the default budgets.
 
     After ``fit``: ``num_exits_``, ``budgets_``, ``feature_mean_``/``feature_std_`` (K, D),
     ``weights_`` (numpy arrays of the K heads), ``train_loss_``, ``solutions_``.
@@ -146,7 +136,7 @@ class EENetPolicy(BasePolicy):
         epochs: int = 300,
         lr: float = 0.01,
         weight_decay: float = 1e-4,
-        budget_grid: str | Sequence[float] = "msdnet",
+        grid: str | Sequence[float] = "msdnet",
     ) -> None:
         self.budgets = check_budgets(budgets, "EENet budgets")
         _check_number("seed", seed, 0, integer=True)
@@ -154,13 +144,13 @@ class EENetPolicy(BasePolicy):
         _check_number("epochs", epochs, 1, integer=True)
         _check_number("lr", lr, 0, integer=False, open_lo=True)
         _check_number("weight_decay", weight_decay, 0, integer=False)
-        get_grid(budget_grid)  # an unknown grid name fails here, listing the known ones
+        get_grid(grid)  # an unknown grid name fails here, listing the known ones
         self.seed = seed
         self.hidden = hidden
         self.epochs = epochs
         self.lr = lr
         self.weight_decay = weight_decay
-        self.budget_grid = budget_grid
+        self.grid = grid
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's parameters, as passed (scikit-learn style)."""
@@ -171,7 +161,7 @@ class EENetPolicy(BasePolicy):
             "epochs": self.epochs,
             "lr": self.lr,
             "weight_decay": self.weight_decay,
-            "budget_grid": self.budget_grid,
+            "grid": self.grid,
         }
 
     # ------------------------------------------------------------ exit scoring
@@ -231,7 +221,7 @@ class EENetPolicy(BasePolicy):
 
     def _default_budgets(self, val: LogitSet, correct: np.ndarray) -> list[float]:
         scores = exit_scores(val, "confidence")
-        sols = GeometricSolver(grid=self.budget_grid).solve(scores, correct, val.costs)
+        sols = GeometricSolver(grid=self.grid).solve(scores, correct, val.costs)
         k, n = val.num_exits, val.num_samples
         costs = []
         for s in sols:
@@ -278,12 +268,12 @@ class EENetPolicy(BasePolicy):
     def fit(self, val: LogitSet) -> EENetPolicy:
         check_logitset(val, "the validation set")
         if val.num_samples == 0:
-            raise ValueError(
+            raise InputError(
                 "the validation set is empty; EENet needs labelled samples to learn from"
             )
         costs = np.asarray(val.costs, dtype=np.float64)
         if not np.isfinite(costs).all():
-            raise ValueError(
+            raise InputError(
                 "EENet needs known per-exit costs to meet budgets; the set's costs are unknown "
                 "(give them when importing or extracting, e.g. --costs 1,2,3)"
             )
@@ -291,7 +281,7 @@ class EENetPolicy(BasePolicy):
         budgets = self.budgets if self.budgets is not None else self._default_budgets(val, correct)
         low = [b for b in budgets if b < costs[0]]
         if low:
-            raise ValueError(
+            raise InputError(
                 f"budget {low[0]:g} is below the cost of the first exit ({costs[0]:g}), which "
                 f"every sample pays; give budgets of at least {costs[0]:g}"
             )

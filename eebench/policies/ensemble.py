@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eebench.errors import DataError
+from eebench.errors import DataError, InputError, InputTypeError
+from eebench.policies.calibration import TemperatureScaling, make_calibration
 from eebench.policies.scores import calibrated_block, iter_blocks
 
 if TYPE_CHECKING:
-    from eebench.policies.calibration import TemperatureScaling
     from eebench.store.logitset import LogitSet
 
 WEIGHT_RULES = ("cost", "uniform")
@@ -80,7 +80,7 @@ class ModelInternalEnsemble:
     def __init__(self, weights: str | Sequence[float] = "cost", base: Any = None) -> None:
         if isinstance(weights, str):
             if weights.strip().lower() not in WEIGHT_RULES:
-                raise ValueError(
+                raise InputError(
                     f"unknown MIE weights {weights!r}; give one of {', '.join(WEIGHT_RULES)} "
                     "or one positive number per exit"
                 )
@@ -88,14 +88,14 @@ class ModelInternalEnsemble:
         else:
             w = np.asarray(weights, dtype=np.float64).reshape(-1)
             if w.size == 0 or not (np.isfinite(w).all() and (w > 0).all()):
-                raise ValueError(f"MIE weights must be positive numbers, got {list(weights)}")
+                raise InputError(f"MIE weights must be positive numbers, got {list(weights)}")
             weights = tuple(float(v) for v in w)
         self.weights = weights
         self.base = base
         if base is not None:
             base_name = base if isinstance(base, str) else getattr(base, "name", None)
             if not base_name:
-                raise TypeError(f"base must be a calibration name or object, got {base!r}")
+                raise InputTypeError(f"base must be a calibration name or object, got {base!r}")
             self.name = f"{base_name}+mie"
 
     # ------------------------------------------------------------ fitting
@@ -117,17 +117,15 @@ class ModelInternalEnsemble:
             return costs / costs[-1]
         w = np.asarray(self.weights, dtype=np.float64)
         if w.size != k:
-            raise ValueError(f"{w.size} MIE weights for {k} exits; give one weight per exit")
+            raise InputError(f"{w.size} MIE weights for {k} exits; give one weight per exit")
         return w / w[-1]
 
     def fit(self, ls: LogitSet) -> ModelInternalEnsemble:
         if ls.num_samples == 0:
-            raise ValueError("cannot fit a calibration on an empty validation set")
+            raise InputError("cannot fit a calibration on an empty validation set")
         if self.base is None:
             self.base_ = None
         else:
-            from eebench.policies.calibration import make_calibration
-
             base = make_calibration(self.base) if isinstance(self.base, str) else self.base
             self.base_ = base.fit(ls)  # first: the ensemble combines calibrated exits
         self.exit_weights_ = self._exit_weights(ls)
@@ -141,7 +139,7 @@ class ModelInternalEnsemble:
         if not hasattr(self, "exit_weights_"):
             raise RuntimeError(f"{self.name} is not fitted; call fit(validation_set) first")
         if num_exits != len(self.exit_weights_):
-            raise ValueError(
+            raise InputError(
                 f"{self.name} was fit on {len(self.exit_weights_)} exits but the outputs have "
                 f"{num_exits}; apply it to outputs of the same model"
             )
@@ -208,8 +206,6 @@ class TemperatureMIE(ModelInternalEnsemble):
         weights: str | Sequence[float] = "cost",
         bounds: tuple[float, float] = (0.01, 100.0),
     ) -> None:
-        from eebench.policies.calibration import TemperatureScaling
-
         super().__init__(weights, base=TemperatureScaling(bounds))
         self.bounds = bounds
 
@@ -219,3 +215,10 @@ class TemperatureMIE(ModelInternalEnsemble):
         if base is None:
             raise AttributeError("temperature_ (TemperatureMIE is not fitted)")
         return base
+
+
+def laplace_mie() -> ModelInternalEnsemble:
+    """Calibrated-DNN's combination: model-internal ensembling of Laplace-calibrated exits."""
+    from eebench.policies.laplace import LaplaceCalibration  # scipy.linalg, loaded on use
+
+    return ModelInternalEnsemble(base=LaplaceCalibration())

@@ -1,91 +1,123 @@
-"""``make_policy``: one entry point that turns names (CLI flags, suite files) into a policy."""
+"""``make_policy``: one entry point that turns names (CLI flags, suite files, specs) into a
+policy.
+
+A name in the ``solver`` position is either a threshold solver (``SOLVERS``: a score is
+thresholded by it) or a policy that is not a score plus thresholds (``POLICIES``: the
+baselines, and learned exit scorers such as EENet). Either way its options are its
+constructor's keyword parameters, passed through by name with no routing in between.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from eebench.policies._registry import lookup
+from eebench.errors import InputError, UnknownNameError
 from eebench.policies.baselines import OraclePolicy, RandomPolicy, StaticPolicy
-from eebench.policies.grids import is_q_values, nested_grid_error
+from eebench.policies.estimator import check_options, constructor_options
 from eebench.policies.policy import BasePolicy, Policy
 from eebench.policies.solvers import SOLVERS
+from eebench.registry import Registry, normalize_name
 
-BASELINES = ("oracle", "random", "static")
-LEARNED_POLICIES = ("eenet",)
-"""Policies that learn their own exit scores (not a score + threshold solver)."""
+POLICIES: Registry[type[BasePolicy]] = Registry("policy", where="eebench policies")
+"""Policies that threshold no score of ours: baselines that learn nothing, and policies
+that learn their own exit scores. Register one with ``@POLICIES.register("name")`` on a
+BasePolicy subclass whose keyword parameters are its options."""
+POLICIES.register("oracle", OraclePolicy)
+POLICIES.register("static", StaticPolicy)
+POLICIES.register("random", RandomPolicy)
+POLICIES.register_lazy("eenet", "eebench.policies.eenet:EENetPolicy")  # torch loads in fit
 
 
 def list_policy_solvers() -> list[str]:
     """Every name ``make_policy(solver=...)`` accepts."""
-    return sorted([*SOLVERS, *BASELINES, *LEARNED_POLICIES])
+    return sorted([*SOLVERS.names(), *POLICIES.names()])
+
+
+def solver_key(name: str) -> str:
+    """The registered form of a name in the solver position (a solver or a policy)."""
+    if name in SOLVERS:
+        return SOLVERS.key(name)
+    if name in POLICIES:
+        return POLICIES.key(name)
+    if not isinstance(name, str):
+        return SOLVERS.key(name)  # fails with the type
+    import difflib
+
+    known = list_policy_solvers()
+    close = difflib.get_close_matches(normalize_name(name), known, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise UnknownNameError(f"unknown solver {name!r}.{hint} Known: {', '.join(known)}.")
+
+
+def solver_class(name: str) -> type:
+    """The class a name in the solver position builds (its signature is its options)."""
+    key = solver_key(name)
+    return SOLVERS[key] if key in SOLVERS else POLICIES[key]
+
+
+def is_policy_class(name: str) -> bool:
+    """Whether ``name`` is a whole policy (baseline or learned scorer) rather than a
+    threshold solver of a score."""
+    return solver_key(name) in POLICIES
+
+
+def policy_options(name: str) -> dict[str, Any]:
+    """``{option: default}`` of the solver or policy ``name``, in signature order."""
+    return constructor_options(solver_class(name))
 
 
 def make_policy(
     score: str = "confidence",
     solver: str = "geometric",
     *,
-    grid: str | Sequence[float] | Sequence[Sequence[float]] | None = None,
-    budgets: Sequence[float] | None = None,
     calibration: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     base_solver: str = "geometric",
     **options: Any,
 ) -> BasePolicy:
-    """A policy by name, e.g. ``make_policy("confidence", solver="geometric", grid="msdnet",
-    calibration="temperature")``.
+    """A policy by name, e.g. ``make_policy("confidence", "ga", calibration="temperature",
+    population=128, generations=60)``.
 
-    - geometric / exact: ``grid`` (q grid name or values) or ``budgets``; option ``exit_weights``.
-    - sweep: ``grid`` = shared thresholds (default CF-ViT's 0.00..0.99) or per-exit lists.
-    - ga: ``budgets`` (default: the geometric costs on ``grid``, default msdnet), ``seed``,
-      options ``population``, ``generations``, ... (see GeneticSolver).
-    - risk: options ``epsilon`` (one or a list), ``delta``, ``bound`` (binomial or hb);
-      ``grid`` = candidate thresholds (a count or values).
-    - eenet: a learned exit scorer (EENetPolicy) with ``budgets`` (default: the geometric costs
-      on ``grid``, default msdnet), ``seed``, options ``hidden``, ``epochs``, ``lr``,
-      ``weight_decay``; it reads every exit's outputs itself, so ``score`` and
-      ``calibration`` do not apply.
-    - oracle, static: no parameters. random: the fractions of ``base_solver`` built from the
-      same arguments, samples drawn with ``seed``.
+    ``options`` are the keyword parameters of the solver's class (``SOLVERS``) or of the
+    policy's class (``POLICIES``), by name; ``None`` means the class's default. ``seed``
+    goes to classes that take one (ga, eenet, random) and is ignored by the deterministic
+    ones. ``random`` copies the exit fractions of ``base_solver`` built from the same
+    score, calibration and options. An option the class does not take fails with the ones
+    it takes.
     """
-    key = lookup("solver", solver, {n: n for n in list_policy_solvers()})
-    if key == "oracle":
-        return OraclePolicy()
-    if key == "static":
-        return StaticPolicy()
-    if key == "eenet":
-        if calibration not in (None, "none"):
-            raise ValueError("the eenet policy learns its own exit scores; drop the calibration")
-        from eebench.policies.eenet import EENetPolicy
-
-        known = ("hidden", "epochs", "lr", "weight_decay")
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ValueError(f"the eenet policy has no option {', '.join(map(repr, unknown))}; "
-                             f"it accepts: budgets, seed, grid, {', '.join(known)}")
-        budget_grid = grid or "msdnet"
-        if not (isinstance(budget_grid, str) or is_q_values(budget_grid)):
-            raise nested_grid_error(budget_grid)
-        return EENetPolicy(budgets, seed=seed, budget_grid=budget_grid, **options)
+    key = solver_key(solver)
+    opts = {k: v for k, v in options.items() if v is not None}
     if key == "random":
-        if base_solver.strip().lower() == "random":
-            raise ValueError("base_solver of a random policy cannot itself be 'random'")
-        base = make_policy(
-            score, base_solver, grid=grid, budgets=budgets, calibration=calibration, seed=seed,
-            **options,
-        )
-        return RandomPolicy(base, seed=seed)
-    if key in ("geometric", "exact"):
-        opts = {"grid": grid, "budgets": budgets, **options}
-    elif key in ("sweep", "risk"):
-        if budgets is not None:
-            raise ValueError(
-                f"the {key} solver has no budget targeting; use geometric, exact, ga or eenet "
-                "for budgets"
-            )
-        opts = {"grid": grid, **options}
-    else:  # ga
-        opts = {"budgets": budgets, "seed": seed, **options}
-        if grid is not None:
-            opts["seed_grid"] = grid
+        if normalize_name(base_solver) == "random":
+            raise InputError("base_solver of a random policy cannot itself be 'random'")
+        base = make_policy(score, base_solver, calibration=calibration, seed=seed, **opts)
+        return RandomPolicy(base, seed=0 if seed is None else seed)
+    cls = solver_class(key)
+    accepted = constructor_options(cls)
+    if seed is not None and "seed" in accepted:
+        opts["seed"] = seed
+    check_options("solver", key, cls, opts)
+    if key in POLICIES:
+        if calibration not in (None, "none") and not getattr(cls, "uses_calibration", False):
+            raise InputError(f"the {key} policy reads no calibrated score; drop the calibration")
+        return cls(**opts)
     return Policy(score, key, calibration, solver_options=opts)
+
+
+def policy_catalog() -> list[dict[str, str]]:
+    """Every registered component of a policy: ``kind`` (score, calibration, q grid, solver,
+    policy), ``name`` and, for solvers and policies, ``options`` (``name=default`` from the
+    constructor, the same names a suite table and a spec take)."""
+    from eebench.policies.calibration import CALIBRATIONS
+    from eebench.policies.grids import GRIDS
+    from eebench.policies.scores import SCORES
+
+    rows: list[dict[str, str]] = []
+    for registry in (SCORES, CALIBRATIONS, GRIDS):
+        rows += [{"kind": registry.kind, "name": n, "options": ""} for n in registry.names()]
+    for kind, lookup in (("solver", SOLVERS), ("policy", POLICIES)):
+        for n in lookup.names():
+            opts = constructor_options(solver_class(n))
+            rows.append({"kind": kind, "name": n, "options": ", ".join(
+                f"{k}={v!r}" for k, v in opts.items())})
+    return rows

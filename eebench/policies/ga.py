@@ -53,17 +53,11 @@ from typing import Any
 
 import numpy as np
 
-from eebench.errors import DataError
+from eebench.errors import DataError, InputError
+from eebench.policies.assignment import assign_exits, exit_counts, hits_at, mean_cost
+from eebench.policies.estimator import Estimator
 from eebench.policies.grids import get_grid
-from eebench.policies.solvers import (
-    SENTINEL,
-    GeometricSolver,
-    Solution,
-    assign_exits,
-    exit_counts,
-    hits_at,
-    mean_cost,
-)
+from eebench.policies.solvers import SENTINEL, SOLVERS, GeometricSolver, Solution
 from eebench.store.validate import check_budgets
 
 _NOBODY = 1.05  # upper gene bound; genes in [1, _NOBODY] mean "nobody exits here"
@@ -215,11 +209,12 @@ def _exact(
     return ex, int(hits_at(ex, correct).sum()), float(mean_cost(exit_counts(ex, k), costs, n))
 
 
-class GeneticSolver:
+@SOLVERS.register("ga")
+class GeneticSolver(Estimator):
     """Per-budget GA over exit thresholds, seeded with the geometric solutions.
 
     ``budgets``: validation mean-cost targets (costs' units); ``None`` uses the
-    validation costs of the geometric solutions on ``seed_grid`` (so the two
+    validation costs of the geometric solutions on ``grid`` (so the two
     curves are compared budget by budget). ``population``/``generations`` set
     the search size per budget; ``seed`` makes it reproducible. ``levels``:
     thresholds per exit the search chooses from, evenly spaced in rank over the
@@ -238,7 +233,7 @@ class GeneticSolver:
         population: int = 64,
         generations: int = 40,
         seed: int = 0,
-        seed_grid: str | Sequence[float] | None = "msdnet",
+        grid: str | Sequence[float] | None = "msdnet",
         cx_prob: float = 0.7,
         mut_prob: float = 0.4,
         tournament: int = 3,
@@ -268,7 +263,7 @@ class GeneticSolver:
         self.population = population
         self.generations = generations
         self.seed = seed
-        self.seed_grid = seed_grid
+        self.grid = grid
         self.cx_prob = cx_prob
         self.mut_prob = mut_prob
         self.tournament = tournament
@@ -305,7 +300,7 @@ class GeneticSolver:
     def solve(self, scores: np.ndarray, correct: np.ndarray, costs: np.ndarray) -> list[Solution]:
         scores, correct, costs = _check_inputs(scores, correct, costs)
         n, k = scores.shape
-        geo = GeometricSolver(grid=self.seed_grid)
+        geo = GeometricSolver(grid=self.grid)
         geo_solutions = geo.solve(scores, correct, costs)
         # (thresholds, exits, hits, cost) of every seed whose exact numbers are known
         grid_seeds = [_seed(sol, correct, costs) for sol in geo_solutions]
@@ -350,7 +345,7 @@ class GeneticSolver:
     ) -> list[tuple[np.ndarray, np.ndarray, int, float]]:
         """The geometric rule's solutions for one budget (plain, and on a re-weighted seed grid)."""
         solvers = [GeometricSolver()]
-        if get_grid(self.seed_grid).exit_weights is not None:
+        if get_grid(self.grid).exit_weights is not None:
             solvers.append(geo)
         out = []
         for solver in solvers:
@@ -385,7 +380,7 @@ class GeneticSolver:
             if s_cost <= budget and (s_hits, -s_cost) > (hits, -cost):
                 t, ex, hits, cost, source = s_t.copy(), s_ex, s_hits, s_cost, "seed"
         if hits < 0:
-            raise ValueError(
+            raise InputError(
                 f"no thresholds reach validation cost <= {budget:g}; the cheapest possible is "
                 f"the first exit's cost {costs[0]:g}"
             )
@@ -484,18 +479,18 @@ def _check_inputs(
     correct = np.asarray(correct, dtype=bool)
     costs = np.asarray(costs, dtype=np.float64).reshape(-1)
     if scores.ndim != 2 or scores.shape[0] == 0 or scores.shape[1] == 0:
-        raise ValueError(
+        raise InputError(
             f"the GA needs non-empty (samples, exits) validation scores, got shape {scores.shape}"
         )
     if correct.shape != scores.shape:
-        raise ValueError(
+        raise InputError(
             f"correctness has shape {correct.shape} but the scores {scores.shape}; give one "
             f"right/wrong flag per sample and exit"
         )
     if costs.shape != (scores.shape[1],):
-        raise ValueError(f"{costs.size} costs for {scores.shape[1]} exits; give one cost per exit")
+        raise InputError(f"{costs.size} costs for {scores.shape[1]} exits; give one cost per exit")
     if np.issubdtype(scores.dtype, np.floating) and np.isnan(scores).any():
-        raise ValueError(
+        raise InputError(
             "the validation scores contain NaN (no threshold test is defined for it); "
             "check the logits they come from"
         )

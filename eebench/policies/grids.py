@@ -28,7 +28,8 @@ from typing import TypeGuard
 
 import numpy as np
 
-from eebench.policies._registry import lookup
+from eebench.errors import InputError
+from eebench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -52,17 +53,20 @@ def _dynperceiver() -> tuple[float, ...]:
     return tuple(full[:33])
 
 
-GRIDS: dict[str, QGrid] = {
-    "msdnet": QGrid("msdnet", _msdnet_like(39)),
-    "imta": QGrid("imta", _msdnet_like(40)),
-    "dvt": QGrid("dvt", _msdnet_like(59)),
-    "dynperceiver": QGrid("dynperceiver", _dynperceiver(), (0.85, 1.0, 0.5, 1.0)),
-    "eenet": QGrid("eenet", tuple(float(p) / 15 for p in np.linspace(1, 81, 80))),
-}
+GRIDS: Registry[QGrid] = Registry("q grid", where="eebench policies")
+"""Named q grids of the geometric exit distribution, as the papers sweep them."""
+for _grid in (
+    QGrid("msdnet", _msdnet_like(39)),
+    QGrid("imta", _msdnet_like(40)),
+    QGrid("dvt", _msdnet_like(59)),
+    QGrid("dynperceiver", _dynperceiver(), (0.85, 1.0, 0.5, 1.0)),
+    QGrid("eenet", tuple(float(p) / 15 for p in np.linspace(1, 81, 80))),
+):
+    GRIDS.register(_grid.name, _grid)
 
 
 def list_grids() -> list[str]:
-    return sorted(GRIDS)
+    return GRIDS.names()
 
 
 def parse_floats(text: str) -> list[float]:
@@ -70,7 +74,7 @@ def parse_floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.replace(";", ",").split(",") if x.strip()]
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"expected a grid name ({', '.join(list_grids())}) or comma-separated numbers, "
             f"got {text!r}"
         ) from None
@@ -99,7 +103,7 @@ def get_grid(
         g = grid
     elif isinstance(grid, str):
         if grid.strip().lower() in GRIDS or not any(ch.isdigit() for ch in grid):
-            g = lookup("q grid", grid, GRIDS)
+            g = GRIDS[grid]
         else:
             g = QGrid("custom", tuple(parse_floats(grid)))
     else:
@@ -108,9 +112,9 @@ def get_grid(
             raise nested_grid_error(grid)
         g = QGrid("custom", tuple(float(v) for v in values.reshape(-1)))
     if not g.q:
-        raise ValueError("the q grid is empty; give at least one q value")
+        raise InputError("the q grid is empty; give at least one q value")
     if any(not np.isfinite(v) or v <= 0 for v in g.q):
-        raise ValueError(f"q values must be positive and finite, got {list(g.q)}")
+        raise InputError(f"q values must be positive and finite, got {list(g.q)}")
     if exit_weights is not None:
         g = QGrid(g.name, g.q, tuple(float(w) for w in exit_weights))
     return g
@@ -126,13 +130,13 @@ def exit_distribution(
     turn; ``w_K`` is never used.
     """
     if num_exits < 1:
-        raise ValueError(f"need at least one exit, got {num_exits}")
+        raise InputError(f"need at least one exit, got {num_exits}")
     p = np.exp(np.log(float(q)) * np.arange(1, num_exits + 1, dtype=np.float64))
     p /= p.sum()
     if exit_weights is not None:
         w = np.asarray(exit_weights, dtype=np.float64)
         if w.shape != (num_exits,):
-            raise ValueError(
+            raise InputError(
                 f"exit_weights has {w.size} values for {num_exits} exits (the dynperceiver grid "
                 f"re-weights exactly 4 exits); pass exit_weights with one weight per exit or "
                 f"use another grid"

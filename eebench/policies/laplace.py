@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eebench.errors import DataError
+from eebench.errors import DataError, InputError
 
 if TYPE_CHECKING:
     from eebench.store.logitset import LogitSet
@@ -101,7 +101,7 @@ class LaplaceCalibration:
                  fine_step: float = 0.05) -> None:
         lo, hi = span_decades
         if not (lo < hi and coarse_step > 0 and 0 < fine_step <= coarse_step):
-            raise ValueError(
+            raise InputError(
                 f"need span_decades low < high and 0 < fine_step <= coarse_step, got "
                 f"{span_decades}, {coarse_step}, {fine_step}"
             )
@@ -114,7 +114,7 @@ class LaplaceCalibration:
     def fit(self, ls: LogitSet) -> LaplaceCalibration:
         feats = require_features(ls)
         if ls.num_samples == 0:
-            raise ValueError("cannot fit the laplace calibration on an empty validation set")
+            raise InputError("cannot fit the laplace calibration on an empty validation set")
         k_exits = ls.num_exits
         taus = np.full(k_exits, np.inf)
         before, after = np.empty(k_exits), np.empty(k_exits)
@@ -255,7 +255,7 @@ class LaplaceCalibration:
         self._check_fitted(ls)
         if block.ndim != 3 or block.shape[1] != len(self.prior_precisions_) \
                 or block.shape[0] != stop - start:
-            raise ValueError(
+            raise InputError(
                 f"a block of shape {block.shape} for rows {start}:{stop} and a calibration fit on "
                 f"{len(self.prior_precisions_)} exits; apply it to outputs of the same model"
             )

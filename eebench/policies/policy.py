@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from eebench.errors import InputError
+from eebench.policies.assignment import assign_exits, exit_counts, mean_cost
 from eebench.policies.calibration import make_calibration
 from eebench.policies.scores import correctness, get_score, scores_and_predictions
-from eebench.policies.solvers import Solution, assign_exits, exit_counts, make_solver, mean_cost
+from eebench.policies.solvers import Solution, make_solver
+from eebench.store.logitset import check_logitset
 
 if TYPE_CHECKING:
     from eebench.store.logitset import LogitSet
@@ -84,16 +87,12 @@ def merge_budget_duplicates(
     return out
 
 
-def check_logitset(ls: Any, what: str) -> None:
-    """Fail early, and say what was expected, when something else than a LogitSet comes in."""
-    if not all(hasattr(ls, a) for a in ("logits", "labels", "costs", "kind")):
-        raise TypeError(
-            f"{what} must be an eebench.store.logitset.LogitSet, got {type(ls).__name__}"
-        )
-
-
 class BasePolicy:
     """Shared checks of every policy; subclasses implement ``fit`` and ``apply``."""
+
+    kind: ClassVar[str] = "learned"
+    """What a report may compare it as: ``"learned"`` (fit on validation outputs), or a
+    reference that learns nothing: ``"oracle"``, ``"random"``, ``"static"``."""
 
     @property
     def name(self) -> str:
@@ -105,7 +104,7 @@ class BasePolicy:
         if not hasattr(self, "num_exits_"):
             raise RuntimeError(f"policy {self.name!r} is not fitted; call fit(validation_set) first")
         if ls.num_exits != self.num_exits_:
-            raise ValueError(
+            raise InputError(
                 f"policy {self.name!r} was fit on {self.num_exits_} exits but the set has "
                 f"{ls.num_exits}; apply it to outputs of the same model"
             )
@@ -171,7 +170,7 @@ class Policy(BasePolicy):
     def fit(self, val: LogitSet) -> Policy:
         check_logitset(val, "the validation set")
         if val.num_samples == 0:
-            raise ValueError("the validation set is empty")
+            raise InputError("the validation set is empty")
         if isinstance(self.calibration, str) or self.calibration is None:
             cal = make_calibration(self.calibration)
         else:

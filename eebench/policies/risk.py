@@ -35,8 +35,11 @@ from typing import Any, cast
 
 import numpy as np
 
+from eebench.errors import InputError
+from eebench.policies.assignment import assign_exits
+from eebench.policies.estimator import Estimator
 from eebench.policies.grids import parse_floats
-from eebench.policies.solvers import SENTINEL, Solution, assign_exits
+from eebench.policies.solvers import SENTINEL, SOLVERS, Solution
 
 GUARANTEE = (
     "accuracy drop vs the last exit <= eps with probability >= 1 - delta over the "
@@ -55,9 +58,9 @@ def _check_unit_interval(name: str, value: Any) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}") from None
+        raise InputError(f"{name} must be a number in (0, 1), got {value!r}") from None
     if not 0.0 < v < 1.0:
-        raise ValueError(
+        raise InputError(
             f"{name} must lie strictly between 0 and 1 (e.g. 0.05), got {value!r}"
         )
     return v
@@ -79,12 +82,12 @@ def realised_drop(exits: np.ndarray, correct: np.ndarray) -> float:
     correct = np.asarray(correct, dtype=bool)
     exits = np.asarray(exits)
     if correct.ndim != 2 or exits.shape != (correct.shape[0],):
-        raise ValueError(
+        raise InputError(
             f"exits must be (N,) and correct (N, K); got {exits.shape} and {correct.shape}"
         )
     n = correct.shape[0]
     if n == 0:
-        raise ValueError("cannot measure an accuracy drop on an empty set")
+        raise InputError("cannot measure an accuracy drop on an empty set")
     taken = np.take_along_axis(correct, exits.astype(np.int64)[:, None], axis=1)[:, 0]
     return float(correct[:, -1].sum() - taken.sum()) / n
 
@@ -145,7 +148,8 @@ def hb_p_values(losses: np.ndarray, n: int, epsilon: float) -> np.ndarray:
 P_VALUES = {"binomial": binomial_p_values, "hb": hb_p_values}
 
 
-class RiskControlSolver:
+@SOLVERS.register("risk")
+class RiskControlSolver(Estimator):
     """Learn-then-Test threshold, one Solution per ``epsilon`` (see the module docstring).
 
     ``epsilon``: one or several bounds on the accuracy drop (fractions in (0, 1)).
@@ -169,21 +173,21 @@ class RiskControlSolver:
             else list(cast(Sequence[float], epsilon))  # ndim >= 1: a sequence or an array
         )
         if not eps_list:
-            raise ValueError("epsilon: the list is empty; give at least one bound, e.g. 0.01")
+            raise InputError("epsilon: the list is empty; give at least one bound, e.g. 0.01")
         self.epsilon = [_check_unit_interval("epsilon", e) for e in eps_list]
         self.delta = _check_unit_interval("delta", delta)
         if isinstance(bound, str) and bound.strip().lower() in BOUNDS:
             self.bound = bound.strip().lower()
         else:
-            raise ValueError(f"bound must be one of {', '.join(BOUNDS)}, got {bound!r}")
+            raise InputError(f"bound must be one of {', '.join(BOUNDS)}, got {bound!r}")
         if isinstance(grid, str):
             grid = parse_floats(grid)
         if grid is not None and not isinstance(grid, (int, np.integer)):
             g = np.asarray(list(grid), dtype=np.float64).reshape(-1)
             if g.size == 0 or not np.isfinite(g).all():
-                raise ValueError("grid: give finite candidate thresholds (at least one)")
+                raise InputError("grid: give finite candidate thresholds (at least one)")
         elif isinstance(grid, (int, np.integer)) and (isinstance(grid, bool) or grid < 2):
-            raise ValueError(f"grid: a number of candidates must be an integer >= 2, got {grid!r}")
+            raise InputError(f"grid: a number of candidates must be an integer >= 2, got {grid!r}")
         self.grid = grid
 
     @property
@@ -207,11 +211,11 @@ class RiskControlSolver:
         scores = np.asarray(scores)
         correct = np.asarray(correct, dtype=bool)
         if scores.ndim != 2 or scores.shape[0] == 0:
-            raise ValueError(
+            raise InputError(
                 f"scores must be a non-empty (samples, exits) array, got {scores.shape}"
             )
         if correct.shape != scores.shape:
-            raise ValueError(f"correct {correct.shape} and scores {scores.shape} differ in shape")
+            raise InputError(f"correct {correct.shape} and scores {scores.shape} differ in shape")
         n, k = scores.shape
         grid = self.candidates(scores)
         losses = loss_counts(scores, correct, grid)

@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from eebench.policies import score_cache
-from eebench.policies._registry import lookup
+import eebench.policies.score_cache as score_cache
+from eebench.errors import InputError, InputTypeError
+from eebench.registry import Registry
 
 if TYPE_CHECKING:
     from eebench.store.logitset import LogitSet
@@ -106,7 +107,7 @@ def iter_blocks(ls: LogitSet, rows: int | None = None) -> Iterator[tuple[int, in
     dt = compute_dtype(ls.logits.dtype)
     step = int(rows) if rows else block_rows(k, c)
     if step < 1:
-        raise ValueError(f"rows must be a positive number of samples per block, got {rows}")
+        raise InputError(f"rows must be a positive number of samples per block, got {rows}")
     for start in range(0, n, step):
         stop = min(n, start + step)
         yield start, stop, np.array(ls.logits[start:stop], dtype=dt)
@@ -167,7 +168,7 @@ def calibrated_block(
     if hasattr(calibration, "block_probabilities"):
         probs = calibration.block_probabilities(ls, start, stop, block)
         if probs.shape != block.shape:
-            raise ValueError(
+            raise InputError(
                 f"calibration {getattr(calibration, 'name', calibration)!r} returned probabilities "
                 f"of shape {probs.shape} for a block of shape {block.shape}"
             )
@@ -178,7 +179,7 @@ def calibrated_block(
             [calibration.transform(block[:, k], k, ls.kind) for k in range(block.shape[1])], axis=1
         )
         return softmax_parts(z, need_logp)
-    raise TypeError(
+    raise InputTypeError(
         f"{type(calibration).__name__} is not a calibration: it has no block_probabilities "
         "(see eebench.policies.calibration)"
     )
@@ -256,7 +257,7 @@ class MultiExitScore:
     integer: bool = False
 
     def __call__(self, probs: np.ndarray) -> np.ndarray:
-        raise ValueError(
+        raise InputError(
             f"score {self.name!r} reads every exit of a sample, not one exit's probabilities; "
             "compute it with eebench.policies.scores.scores_and_predictions (or exit_scores)"
         )
@@ -305,13 +306,14 @@ ENSEMBLE_CONFIDENCE = MultiExitScore(
     "ensemble-confidence", ensemble_confidence, needs_probabilities=True
 )
 
-SCORES: dict[str, ScoreFn | MultiExitScore] = {
-    "confidence": max_probability,
-    "entropy": negative_entropy,
-    "margin": top2_margin,
-    "patience": PATIENCE,
-    "ensemble-confidence": ENSEMBLE_CONFIDENCE,
-}
+SCORES: Registry[ScoreFn | MultiExitScore] = Registry("score", where="eebench policies")
+"""Exit scores: a function of one exit's probabilities (N, C) -> (N,), or a MultiExitScore
+that reads exits 0..k. Register one with ``SCORES.register("name", fn)``."""
+SCORES.register("confidence", max_probability)
+SCORES.register("entropy", negative_entropy)
+SCORES.register("margin", top2_margin)
+SCORES.register("patience", PATIENCE)
+SCORES.register("ensemble-confidence", ENSEMBLE_CONFIDENCE)
 
 #: built-in single-exit scores that are computed straight from logits (bit-identical)
 _LOGIT_FAST: dict[Any, str] = {
@@ -324,11 +326,11 @@ _LOGIT_FAST: dict[Any, str] = {
 def get_score(name: str) -> ScoreFn | MultiExitScore:
     """The score registered as ``name`` (a function of one exit's probabilities, or a
     MultiExitScore)."""
-    return lookup("score", name, SCORES)
+    return SCORES[name]
 
 
 def list_scores() -> list[str]:
-    return sorted(SCORES)
+    return SCORES.names()
 
 
 def score_is_integer(score: str | ScoreFn | MultiExitScore) -> bool:
@@ -374,12 +376,12 @@ def _logit_scores(z: np.ndarray, which: str, top: np.ndarray | None) -> np.ndarr
 def _resolve_score(score: str | ScoreFn | MultiExitScore) -> tuple[str | None, Any]:
     if isinstance(score, str):
         fn = get_score(score)
-        return score.strip().lower(), fn
+        return SCORES.key(score), fn
     if isinstance(score, MultiExitScore):
         return (score.name if SCORES.get(score.name) is score else None), score
     if callable(score):
         return None, score
-    raise TypeError(f"score must be a name or a function of probabilities, got {type(score).__name__}")
+    raise InputTypeError(f"score must be a name or a function of probabilities, got {type(score).__name__}")
 
 
 def _changes(calibration: Any) -> bool:

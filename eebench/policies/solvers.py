@@ -33,9 +33,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from eebench.errors import DataError
-from eebench.policies._registry import lookup
+from eebench.errors import InputError
+from eebench.policies.assignment import assign_exits, exit_counts, exit_dtype, mean_cost
+from eebench.policies.estimator import Estimator, check_options, constructor_options
 from eebench.policies.grids import QGrid, exit_distribution, get_grid
+from eebench.registry import Registry
 from eebench.store.validate import check_budgets
 
 SENTINEL = 1e8
@@ -69,62 +71,6 @@ class Solver(Protocol):
     def solve(self, scores: np.ndarray, correct: np.ndarray, costs: np.ndarray) -> list[Solution]:
         """Thresholds for every operating point, from (N, K) scores and correctness."""
         ...
-
-
-# ---------------------------------------------------------------- shared vectorised pieces
-
-
-def exit_dtype(num_exits: int) -> type[np.signedinteger]:
-    """Smallest integer type that holds an exit index."""
-    return np.int8 if num_exits <= 127 else np.int16
-
-
-def assign_exits(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """(N,) first exit k with ``score[:, k] >= thresholds[k]``; the last exit takes the rest."""
-    scores = np.asarray(scores)
-    n, k = scores.shape
-    t = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    if t.shape[0] != k:
-        raise ValueError(f"{t.shape[0]} thresholds for {k} exits; give one threshold per exit")
-    out = np.full(n, k - 1, dtype=exit_dtype(k))
-    if k == 1:
-        return out
-    ge = scores[:, :-1] >= t[:-1]
-    any_ge = ge.any(axis=1)
-    out[any_ge] = ge[any_ge].argmax(axis=1)
-    return out
-
-
-def exit_counts(exits: np.ndarray, num_exits: int) -> np.ndarray:
-    """(..., K) int64 number of samples per exit (last axis of ``exits`` = samples)."""
-    exits = np.asarray(exits)
-    if exits.ndim == 1:
-        return np.bincount(exits.astype(np.int64), minlength=num_exits)
-    return np.stack([(exits == k).sum(axis=-1) for k in range(num_exits)], axis=-1)
-
-
-def mean_cost(counts: np.ndarray, costs: np.ndarray, n: int) -> np.ndarray | float:
-    """``sum_k (count_k / n) * cost_k`` accumulated in exit order (the reference formula)."""
-    counts = np.asarray(counts)
-    total: Any = 0.0
-    for k in range(counts.shape[-1]):
-        total = total + (counts[..., k] / n) * float(costs[k])
-    return total if counts.ndim > 1 else float(total)
-
-
-def hits_at(exits: np.ndarray, correct: np.ndarray) -> np.ndarray:
-    """(N,) bool: is the prediction of the exit taken right."""
-    return np.take_along_axis(correct, exits.astype(np.int64)[:, None], axis=1)[:, 0]
-
-
-def evaluate_exits(
-    exits: np.ndarray, correct: np.ndarray, costs: np.ndarray
-) -> tuple[float, float, np.ndarray]:
-    """(accuracy = hits / N, mean cost, counts per exit) of one exit assignment."""
-    n, k = correct.shape
-    counts = exit_counts(exits, k)
-    acc = float(hits_at(exits, correct).sum()) / n if n else float("nan")
-    return acc, float(mean_cost(counts, costs, n)), counts  # 1-D counts: a float already
 
 
 def quota_thresholds(
@@ -165,7 +111,7 @@ def quota_thresholds(
 # ---------------------------------------------------------------- solvers
 
 
-class QuotaSolver:
+class QuotaSolver(Estimator):
     """Geometric target distributions over a q grid, or q found per budget (bisection on log q).
 
     ``exact=False`` is the MSDNet rule; ``exact=True`` the exact-quota variant
@@ -182,7 +128,7 @@ class QuotaSolver:
         exact: bool = False,
     ) -> None:
         if grid is not None and budgets is not None:
-            raise ValueError(
+            raise InputError(
                 "give a q grid or budgets, not both (budgets choose q by bisection)"
             )
         self.grid = grid
@@ -200,7 +146,7 @@ class QuotaSolver:
     def _weights(self, num_exits: int) -> tuple[float, ...] | None:
         g = get_grid(self.grid, self.exit_weights)
         if g.exit_weights is not None and len(g.exit_weights) != num_exits:
-            raise ValueError(
+            raise InputError(
                 f"grid {g.name!r} re-weights {len(g.exit_weights)} exits but the logits have "
                 f"{num_exits}; pass exit_weights with {num_exits} values or use another grid"
             )
@@ -217,7 +163,7 @@ class QuotaSolver:
     def solve(self, scores: np.ndarray, correct: np.ndarray, costs: np.ndarray) -> list[Solution]:
         scores = np.asarray(scores)
         if scores.ndim != 2 or scores.shape[0] == 0:
-            raise ValueError(f"scores must be a non-empty (samples, exits) array, got {scores.shape}")
+            raise InputError(f"scores must be a non-empty (samples, exits) array, got {scores.shape}")
         if self.budgets is None:
             g = get_grid(self.grid, self.exit_weights)
             return [self.solve_q(scores, costs, q)[0] for q in g.q]
@@ -228,7 +174,7 @@ class QuotaSolver:
         lo, hi = math.log(_Q_RANGE[0]), math.log(_Q_RANGE[1])
         sol_lo, cost_lo = self.solve_q(scores, costs, math.exp(lo))
         if cost_lo > budget:
-            raise ValueError(
+            raise InputError(
                 f"budget {budget:g} is below the cheapest validation cost this rule reaches "
                 f"({cost_lo:g} at q={_Q_RANGE[0]:g}; the first exit alone costs {costs[0]:g}); "
                 f"give budgets of at least {cost_lo:g}"
@@ -283,10 +229,10 @@ CFVIT_THRESHOLDS = tuple(0.01 * p for p in range(100))
 """CF-ViT's sweep: ``threshold = 0.01 * p`` for p = 0..99 (meant for scores in [0, 1])."""
 
 
-class SweepSolver:
+class SweepSolver(Estimator):
     """Thresholds given, not fitted: one shared threshold swept over a grid, or per-exit lists.
 
-    ``grid``: ``None``/"cfvit" (0.00, 0.01, ..., 0.99, then 1.0), a list of shared
+    ``grid`` (or ``thresholds``, its name in suites): ``None``/"cfvit" (0.00, 0.01, ..., 0.99, then 1.0), a list of shared
     thresholds, a string "0.5,0.9,last", or a list of per-exit threshold lists
     (K-1 values each; K values are accepted and the last is ignored, since the
     last exit always takes the rest).
@@ -297,17 +243,27 @@ class SweepSolver:
     samples whose float32 confidence saturates at exactly 1.0, so it is that point instead.
     """
 
-    def __init__(self, grid: str | Sequence[float] | Sequence[Sequence[float]] | None = None) -> None:
+    def __init__(
+        self,
+        grid: str | Sequence[float] | Sequence[Sequence[float]] | None = None,
+        thresholds: str | Sequence[float] | Sequence[Sequence[float]] | None = None,
+    ) -> None:
+        if grid is not None and thresholds is not None:
+            raise InputError("give the sweep's thresholds once: as grid or as thresholds "
+                             "(the same option under two names)")
         self.grid = grid
+        self.thresholds = thresholds
+        self._values = grid if thresholds is None else thresholds
 
     @property
     def name(self) -> str:
-        if self.grid is None or (isinstance(self.grid, str) and self.grid.strip() == "cfvit"):
+        g = self._values
+        if g is None or (isinstance(g, str) and g.strip() == "cfvit"):
             return "sweep[cfvit]"
         return "sweep[custom]"
 
     def _points(self, num_exits: int) -> list[tuple[float, str, np.ndarray]]:
-        g = self.grid
+        g = self._values
         rows: Sequence[float] | Sequence[Sequence[float]] = ()  # per-exit threshold lists
         last_param = math.inf
         if g is None or (isinstance(g, str) and g.strip().lower() == "cfvit"):
@@ -322,7 +278,7 @@ class SweepSolver:
             rows = g
         if shared is not None:
             if not shared:
-                raise ValueError("the threshold grid is empty")
+                raise InputError("the threshold grid is empty")
             return [
                 (last_param, "threshold", np.array([SENTINEL] * (num_exits - 1) + [-SENTINEL]))
                 if t == math.inf
@@ -333,14 +289,14 @@ class SweepSolver:
         for i, row in enumerate(rows):
             r = np.asarray(row, dtype=np.float64).reshape(-1)
             if r.size not in (num_exits - 1, num_exits):
-                raise ValueError(
+                raise InputError(
                     f"per-exit threshold list {i} has {r.size} values; give {num_exits - 1} "
                     f"(one per exit except the last) for {num_exits} exits"
                 )
             t = np.append(r[: num_exits - 1], -SENTINEL)
             out.append((float(i), "index", t))
         if not out:
-            raise ValueError("the threshold grid is empty")
+            raise InputError("the threshold grid is empty")
         return out
 
     def solve(self, scores: np.ndarray, correct: np.ndarray, costs: np.ndarray) -> list[Solution]:
@@ -358,69 +314,40 @@ def _shared_value(value: Any) -> float:
     try:
         t = float(value)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise InputError(
             f"sweep thresholds are numbers or 'last' (every sample to the last exit), "
             f"got {value!r}"
         ) from None
     if math.isnan(t) or t == -math.inf:
-        raise ValueError(f"sweep threshold {value!r} is not a usable threshold")
+        raise InputError(f"sweep threshold {value!r} is not a usable threshold")
     return t
 
 
-def _ga_solver(**kwargs: Any) -> Any:
-    from eebench.policies.ga import GeneticSolver
-
-    return GeneticSolver(**kwargs)
-
-
-def _risk_solver(**kwargs: Any) -> Any:
-    from eebench.policies.risk import RiskControlSolver
-
-    return RiskControlSolver(**kwargs)
-
-
-SOLVERS: dict[str, Any] = {
-    "geometric": GeometricSolver,
-    "exact": ExactSolver,
-    "sweep": SweepSolver,
-    "ga": _ga_solver,
-    "risk": _risk_solver,
-}
+SOLVERS: Registry[Any] = Registry("solver", where="eebench policies")
+"""Threshold solvers: classes with ``solve(scores, correct, costs) -> list[Solution]``
+whose keyword parameters are their options. Register one with ``@SOLVERS.register("name")``."""
+SOLVERS.register("geometric", GeometricSolver)
+SOLVERS.register("exact", ExactSolver)
+SOLVERS.register("sweep", SweepSolver)
+SOLVERS.register_lazy("ga", "eebench.policies.ga:GeneticSolver")  # deap loads on first use
+SOLVERS.register_lazy("risk", "eebench.policies.risk:RiskControlSolver")
 
 
 def make_solver(name: str, **options: Any) -> Any:
-    """A threshold solver by name (geometric, exact, sweep, ga, risk) with its constructor options.
+    """A threshold solver by name (``SOLVERS``) with its constructor options.
 
     An option the solver does not take fails with the names it does take (not with a
     TypeError from deep inside a constructor).
     """
-    factory = lookup("solver", name, SOLVERS)
-    accepted = solver_options(name)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise DataError(
-            f"solver {name!r} has no option{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(map(repr, unknown))}; it accepts: {', '.join(accepted) or 'none'}"
-        )
-    return factory(**options)
+    cls = SOLVERS[name]
+    check_options("solver", SOLVERS.key(name), cls, options)
+    return cls(**options)
 
 
 def solver_options(name: str) -> list[str]:
     """The keyword options a solver's constructor accepts, in signature order."""
-    import inspect
-
-    factory = lookup("solver", name, SOLVERS)
-    if factory is _ga_solver:
-        from eebench.policies.ga import GeneticSolver
-
-        factory = GeneticSolver
-    elif factory is _risk_solver:
-        from eebench.policies.risk import RiskControlSolver
-
-        factory = RiskControlSolver
-    params = inspect.signature(factory).parameters.values()
-    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return list(constructor_options(SOLVERS[name]))
 
 
 def list_solvers() -> list[str]:
-    return sorted(SOLVERS)
+    return SOLVERS.names()

@@ -24,45 +24,180 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from eebench.schema import SuiteError, validate_table
-from eebench.suite import BASELINES, POLICY, POLICY_OPTIONS
+from eebench.errors import EebenchError, InputError, UnknownNameError
+from eebench.policies.estimator import constructor_options, option_types
+from eebench.registry import normalize_name
+from eebench.schema import Field, SuiteError, Table, validate_table
 
-NO_SCORE = (*BASELINES, "eenet")
-"""Policies that threshold no score of ours: the baselines, and eenet (it learns its own)."""
+_ANY = (str, int, float, list)
 
-_GENERAL = ("grid", "budgets", "seed")
-_SOLVER_KEYS: dict[str, tuple[str, ...]] = {
-    "geometric": ("grid", "budgets"),
-    "exact": ("grid", "budgets"),
-    "sweep": ("grid", "thresholds"),
-    "ga": ("grid", "budgets", "seed"),
-    "risk": ("grid",),
-    "eenet": ("grid", "budgets", "seed"),
-    "oracle": (),
-    "static": (),
-    "random": ("like", "seed"),
-}
-"""The [[policies]] keys (besides score, calibration, solver and label) that change what
-each solver does; solver-specific options come from POLICY_OPTIONS."""
 
-_ORDER = ("grid", "thresholds", "budgets", "epsilon", "delta", "bound", "population",
-          "generations", "hidden", "epochs", "lr", "weight_decay", "like", "seed", "label")
-"""The order options are written in by format_policy_spec."""
+def _registered(kind: str) -> Callable[[Any], str | None]:
+    """A check against the names the policies package registers (read when a table is
+    validated, so a newly registered score, calibration or solver is accepted at once)."""
+
+    def check(value: Any) -> str | None:
+        from eebench.policies import list_calibrations, list_policy_solvers, list_scores
+
+        names = {"score": list_scores, "solver": list_policy_solvers,
+                 "calibration": list_calibrations}[kind]()
+        return None if normalize_name(value) in names else f"must be one of {', '.join(names)}; got {value!r}"
+
+    return check
+
+
+def registered_choices(check: Callable[[Any], str | None]) -> list[str] | None:
+    """The names a ``_registered`` check accepts (for listings), else None."""
+    if not check.__qualname__.startswith("_registered.") or not check.__closure__:
+        return None
+    from eebench.policies import list_calibrations, list_policy_solvers, list_scores
+
+    kind = dict(zip(check.__code__.co_freevars, (c.cell_contents for c in check.__closure__)))
+    return {"score": list_scores, "solver": list_policy_solvers,
+            "calibration": list_calibrations}[kind["kind"]]()
+
+
+def _option_fields() -> dict[str, Field]:
+    """One key per option of every registered solver and policy, from their constructors."""
+    from eebench.policies.factory import list_policy_solvers, solver_class
+
+    users: dict[str, list[tuple[str, Any]]] = {}
+    types: dict[str, list[type]] = {}
+    for name in list_policy_solvers():
+        cls = solver_class(name)
+        for opt, default in constructor_options(cls).items():
+            users.setdefault(opt, []).append((name, default))
+            found = option_types(cls, opt)
+            types.setdefault(opt, []).extend(found or _ANY)
+    return {
+        opt: Field(tuple(dict.fromkeys(types[opt])), default=None,
+                   doc="option of " + ", ".join(
+                       f"{n} (default {d!r})" if d is not None else n for n, d in used))
+        for opt, used in users.items()
+    }
+
+
+POLICY = Table(
+    {
+        "label": Field(str, default=None, doc="name in results (default: score[+calibration]/solver)"),
+        "score": Field(str, default="confidence", check=_registered("score")),
+        "solver": Field(str, default="geometric", check=_registered("solver")),
+        "calibration": Field(str, default=None, check=_registered("calibration")),
+        "like": Field(str, default=None, doc="random: the policy label whose exit fractions it copies"),
+    },
+    more=_option_fields,
+)
+"""A [[policies]] table: the fixed keys, then every option of every registered solver and
+policy under its constructor's name (unset means the class's default)."""
+
+_FIRST = ("grid", "thresholds", "budgets", "like")
+_LAST = ("seed", "label")
+"""Spec options are written grid and budgets first, then the class's own options in
+signature order, seed and label last."""
+
+
+def no_score(solver: str) -> bool:
+    """Whether ``solver`` is a whole policy that thresholds no score (a baseline, or a policy
+    that learns its own exit scores)."""
+    from eebench.policies.factory import is_policy_class
+
+    return is_policy_class(solver)
+
+
+def table_policy_kind(p: Mapping[str, Any]) -> str:
+    """What a table's policy is compared as: "learned", or a reference ("oracle", "random",
+    "static"); see BasePolicy.kind."""
+    if not no_score(p["solver"]):
+        return "learned"
+    from eebench.policies.factory import solver_class
+
+    return str(getattr(solver_class(p["solver"]), "kind", "learned"))
+
+
+def accepted_options(solver: str) -> tuple[str, ...]:
+    """The option names a policy of ``solver`` accepts (in a spec's parentheses or beside
+    the names in a [[policies]] table), in the order specs are written."""
+    from eebench.policies.factory import policy_options, solver_key
+
+    own = list(policy_options(solver))
+    if solver_key(solver) == "random":
+        own.append("like")
+    keys = [k for k in _FIRST if k in own]
+    keys += [k for k in own if k not in _FIRST and k not in _LAST]
+    keys += [k for k in _LAST if k in own or k == "label"]
+    return tuple(keys)
+
+
+def policy_label(p: Mapping[str, Any]) -> str:
+    """The name a policy goes by in results: ``score[+calibration]/solver`` or the policy's
+    own name (baselines, learned scorers)."""
+    if p.get("label"):
+        return str(p["label"])
+    if no_score(p["solver"]):
+        return str(p["solver"])
+    score = p["score"] + (f"+{p['calibration']}" if p.get("calibration") else "")
+    return f"{score}/{p['solver']}"
+
+
+def _options(p: Mapping[str, Any]) -> dict[str, Any]:
+    from eebench.policies.factory import policy_options
+
+    return {k: p[k] for k in policy_options(p["solver"]) if p.get(k) is not None}
+
+
+def build_policy(p: Mapping[str, Any], tables: list[dict[str, Any]]) -> Any:
+    """The unfitted policy of one validated [[policies]] table; ``tables`` are all the
+    tables of its suite (a random policy copies the one its ``like`` names)."""
+    from eebench.policies.factory import make_policy, solver_key
+
+    if solver_key(p["solver"]) == "random":
+        base = next(q for q in tables if policy_label(q) == p["like"])
+        opts = {k: v for k, v in _options(base).items() if k != "seed"}
+        return make_policy(base["score"], "random", calibration=base["calibration"],
+                           seed=p.get("seed"), base_solver=base["solver"], **opts)
+    return make_policy(p["score"], p["solver"], calibration=p["calibration"], **_options(p))
+
+
+def normalize_policy_table(p: dict[str, Any]) -> None:
+    """Names in their registered form (the registries match names in any case)."""
+    from eebench.policies.factory import solver_key
+
+    p["solver"] = solver_key(p["solver"])
+    p["score"] = normalize_name(p["score"])
+    if p["calibration"] is not None:
+        p["calibration"] = normalize_name(p["calibration"])
+
+
+def check_policy_table(p: Mapping[str, Any], where: str, path: str) -> None:
+    """Options the table's solver does not take, and values its constructor refuses, fail
+    with ``where``, the key path and (for a name) the options it does take."""
+    accepted = accepted_options(p["solver"])
+    fixed = set(POLICY.fields)
+    for k, v in p.items():
+        if k not in fixed and v is not None and k not in accepted:
+            at = f"{path}.{k}" if path else k
+            raise SuiteError(f"{where}: {at!r}: the {p['solver']} solver has no option {k!r}; "
+                             f"it accepts: {', '.join(accepted)}")
+    if p["like"] is not None and "like" not in accepted:
+        raise SuiteError(f"{where}: {path + '.' if path else ''}like: only a random policy "
+                         "copies another policy's exit fractions")
+    from eebench.policies.factory import solver_key
+
+    if solver_key(p["solver"]) == "random":
+        return  # its options are those of the policy it copies, checked there
+    try:
+        build_policy(p, [])
+    except (EebenchError, ValueError, TypeError) as exc:  # a constructor refusing a value
+        raise SuiteError(f"{where}: {path + ': ' if path else ''}{exc}") from None
+
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SPECIAL = set(",()[]=\"'\\")
-
-
-def accepted_options(solver: str) -> tuple[str, ...]:
-    """The option names a spec of ``solver`` accepts inside its parentheses."""
-    keys = (*_SOLVER_KEYS.get(solver, _GENERAL), *POLICY_OPTIONS.get(solver, ()), "label")
-    rank = {k: i for i, k in enumerate(_ORDER)}
-    return tuple(sorted(dict.fromkeys(keys), key=lambda k: rank.get(k, len(rank))))
 
 
 def split_policy_specs(text: str) -> list[str]:
@@ -83,19 +218,19 @@ def split_policy_specs(text: str) -> list[str]:
         elif ch in ")]":
             depth -= 1
             if depth < 0:
-                raise ValueError(f"policy specs {text!r}: unbalanced {ch!r} at character {i + 1}")
+                raise InputError(f"policy specs {text!r}: unbalanced {ch!r} at character {i + 1}")
         elif ch == "," and depth == 0:
             parts.append(text[start:i])
             start = i + 1
     if quote or depth:
-        raise ValueError(f"policy specs {text!r}: an unclosed "
+        raise InputError(f"policy specs {text!r}: an unclosed "
                          f"{'quote' if quote else 'bracket or parenthesis'}")
     parts.append(text[start:])
     specs = [p.strip() for p in parts]
     if not any(specs):
-        raise ValueError("no policy spec given; write e.g. confidence/geometric,oracle")
+        raise InputError("no policy spec given; write e.g. confidence/geometric,oracle")
     if not all(specs):
-        raise ValueError(f"policy specs {text!r}: an empty spec (two commas in a row, or a "
+        raise InputError(f"policy specs {text!r}: an empty spec (two commas in a row, or a "
                          "comma at either end)")
     return specs
 
@@ -106,8 +241,8 @@ class _Reader:
     def __init__(self, text: str) -> None:
         self.text, self.pos = text, 0
 
-    def fail(self, what: str) -> ValueError:
-        return ValueError(f"policy spec {self.text!r}: {what}")
+    def fail(self, what: str) -> InputError:
+        return InputError(f"policy spec {self.text!r}: {what}")
 
     def skip_space(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos].isspace():
@@ -188,7 +323,7 @@ def _lookup(kind: str, name: str, known: list[str], spec: str) -> str:
         return key
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise ValueError(f"policy spec {spec!r}: unknown {kind} {name.strip()!r}; known: "
+    raise UnknownNameError(f"policy spec {spec!r}: unknown {kind} {name.strip()!r}; known: "
                      f"{', '.join(known)}{hint}")
 
 
@@ -207,7 +342,7 @@ def _score_and_calibration(prefix: str, spec: str) -> tuple[str, str | None]:
         return _lookup("score", parts[0], scores, spec), None  # raises, naming the scores
     score, calibration = "+".join(parts[:heads[0]]).strip(), "+".join(parts[heads[0]:]).strip()
     if not calibration:
-        raise ValueError(f"policy spec {spec!r}: nothing after '+'; name a calibration "
+        raise InputError(f"policy spec {spec!r}: nothing after '+'; name a calibration "
                          f"({', '.join(calibrations)}) or drop the '+'")
     return score, _lookup("calibration", calibration, calibrations, spec)
 
@@ -222,7 +357,7 @@ def parse_policy_spec(text: str) -> dict[str, Any]:
     from eebench.policies import list_policy_solvers
 
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("empty policy spec; write e.g. confidence/geometric")
+        raise InputError("empty policy spec; write e.g. confidence/geometric")
     spec = text.strip()
     r = _Reader(spec)
     head_end = spec.find("(")
@@ -237,7 +372,7 @@ def parse_policy_spec(text: str) -> dict[str, Any]:
     solver = _lookup("solver", solver_text, list_policy_solvers(), spec)
     raw: dict[str, Any] = {"solver": solver}
     if "/" in head:
-        if solver in NO_SCORE:
+        if no_score(solver):
             why = {"eenet": "it learns its own exit scores",
                    "random": "it copies the exit fractions of a learned policy: "
                              f"{solver}(like=LABEL)"}.get(solver, "it reads no score")
@@ -273,14 +408,17 @@ def parse_policy_spec(text: str) -> dict[str, Any]:
         if r.peek():
             raise r.fail(f"unexpected text after the options: {spec[r.pos:]!r}")
     try:
-        return validate_table(raw, POLICY, f"policy spec {spec!r}", "")
+        table = validate_table(raw, POLICY, f"policy spec {spec!r}", "")
+        normalize_policy_table(table)
+        check_policy_table(table, f"policy spec {spec!r}", "")
     except SuiteError as exc:
-        raise ValueError(str(exc)) from None
+        raise InputError(str(exc)) from None
+    return table
 
 
 def _format_value(value: Any) -> str:
     if isinstance(value, bool):
-        raise ValueError(f"a policy option cannot be true/false, got {value!r}")
+        raise InputError(f"a policy option cannot be true/false, got {value!r}")
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_format_value(v) for v in value) + "]"
     if isinstance(value, int):
@@ -298,12 +436,12 @@ def format_policy_spec(table: Mapping[str, Any]) -> str:
     gives ``t`` back for every table a spec or a suite file validates to. Keys left at their
     defaults are not written; a key the solver does not use raises ValueError."""
     solver = str(table.get("solver", POLICY.fields["solver"].default))
-    default = {k: f.default for k, f in POLICY.fields.items()}
+    default = {k: f.default for k, f in POLICY.all_fields().items()}
     score = table.get("score", default["score"])
     calibration = table.get("calibration")
-    if solver in NO_SCORE:
+    if no_score(solver):
         if calibration is not None or score != default["score"]:
-            raise ValueError(f"the {solver} policy takes no score or calibration, but the table "
+            raise InputError(f"the {solver} policy takes no score or calibration, but the table "
                              f"sets score = {score!r}, calibration = {calibration!r}")
         head = solver
     else:
@@ -312,7 +450,7 @@ def format_policy_spec(table: Mapping[str, Any]) -> str:
     ignored = {"score", "calibration", "solver", *accepted}
     unused = [k for k, v in table.items() if k not in ignored and v != default.get(k)]
     if unused:
-        raise ValueError(f"the {solver} solver does not use {', '.join(unused)}; it accepts: "
+        raise InputError(f"the {solver} solver does not use {', '.join(unused)}; it accepts: "
                          f"{', '.join(accepted)}")
     opts = [f"{k}={_format_value(table[k])}" for k in accepted
             if table.get(k, default.get(k)) != default.get(k)]

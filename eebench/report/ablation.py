@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from eebench.errors import InputError
 from eebench.report.frames import curve_xy, ordered, read_at, require_columns
 from eebench.report.style import CostScale, format_cost
 from eebench.report.tables import DASH, Cell, Table, mark_best
@@ -56,17 +57,17 @@ def ablation_table(
     require_columns(values, ["variant", "budget", "top1"], "the ablation values")
     variants = list(variants) if variants is not None else ordered(values["variant"].astype(str))
     if reference not in variants:
-        raise ValueError(
+        raise InputError(
             f"reference {reference!r} is not among the variants {variants}; choose one of them"
         )
     variants = [reference] + [v for v in variants if v != reference]
     budgets = list(budgets) if budgets is not None else ordered(values["budget"].astype(str))
     if not budgets:
-        raise ValueError("the ablation values hold no budget")
+        raise InputError("the ablation values hold no budget")
     dup = values.duplicated(["variant", "budget"])
     if dup.any():
         r = values[dup].iloc[0]
-        raise ValueError(f"two values for variant {r['variant']!r} at budget {r['budget']!r}")
+        raise InputError(f"two values for variant {r['variant']!r} at budget {r['budget']!r}")
 
     def lookup(v: str, b: str) -> tuple[float, bool]:
         hit = values[(values["variant"].astype(str) == v) & (values["budget"].astype(str) == b)]
@@ -112,7 +113,7 @@ def ablation_from_curves(
     require_columns(curves, ["model", "policy", "test_cost", "test_acc"], "the curves frame")
     df = curves[curves["policy"].astype(str) == policy]
     if df.empty:
-        raise ValueError(
+        raise InputError(
             f"no curve of policy {policy!r}; policies in the results: "
             f"{', '.join(ordered(curves['policy'].astype(str)))}"
         )
@@ -121,7 +122,7 @@ def ablation_from_curves(
     for v in variants:
         sub = df[df["model"].astype(str) == v]
         if sub.empty:
-            raise ValueError(f"no curve of {v!r} under {policy!r}")
+            raise InputError(f"no curve of {v!r} under {policy!r}")
         x, y = curve_xy(sub["test_cost"].to_numpy(), sub["test_acc"].to_numpy())
         for c in costs:
             acc, interp = read_at(x, y, float(c))
@@ -141,7 +142,7 @@ def ablation_from_published(
     if dataset is not None:
         rows = rows[rows["dataset"] == dataset]
     if rows.empty:
-        raise ValueError(f"results/published has no ablation rows for source {source!r}")
+        raise InputError(f"results/published has no ablation rows for source {source!r}")
 
     def budget(r: pd.Series) -> str:
         if isinstance(r["point"], str) and r["point"].strip():

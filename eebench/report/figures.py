@@ -15,18 +15,26 @@ Legends go below the panels, in as many columns as fit the figure's width;
 when the full policy names would make the legend tall next to the panels, the
 legend uses short labels and the figure records the key to them in its
 ``eebench_label_key`` attribute (the report prints it beside the figure).
+
+The figures a report shows are registered in :data:`FIGURES` (name = file stem,
+with the heading and the function that draws the figure from the loaded results
+and writes its caption), so a new report figure is one registered function.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from eebench.errors import InputError, InputTypeError
+from eebench.registry import Registry, normalize_name
 from eebench.report.frames import (
     ANYTIME_COLUMNS,
     CURVE_COLUMNS,
@@ -35,6 +43,7 @@ from eebench.report.frames import (
     learned_policies,
     ordered,
     policy_kind,
+    policy_kinds,
     require_columns,
 )
 from eebench.report.reliability import calibrated_rows, ece_from_bins, raw_rows
@@ -62,6 +71,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from eebench.report.index import ReportInputs, Results
+
 MAX_MARKERS_PER_LINE = 10
 SPARSE_BIN_SHARE = 0.01  # reliability bins with fewer samples than this share are drawn light
 SPARSE_ALPHA = 0.35
@@ -81,7 +92,7 @@ def _constrained(fig: Figure) -> Any:
 
     engine = fig.get_layout_engine()
     if not isinstance(engine, ConstrainedLayoutEngine):
-        raise TypeError("expected a figure from new_figure (constrained layout)")
+        raise InputTypeError("expected a figure from new_figure (constrained layout)")
     return engine
 
 
@@ -295,7 +306,8 @@ def has_bands(curves: pd.DataFrame) -> bool:
     """Whether the curves carry bootstrap accuracy bands for some learned policy."""
     if "test_acc_low" not in curves.columns or "test_acc_high" not in curves.columns:
         return False
-    learned = curves["policy"].astype(str).map(policy_kind) == "learned"
+    kinds = policy_kinds(curves, "curves")
+    learned = curves["policy"].astype(str).map(kinds) == "learned"
     return bool(np.isfinite(curves.loc[learned, "test_acc_low"].to_numpy(dtype=np.float64)).any())
 
 
@@ -325,11 +337,12 @@ def plot_budgeted(
     panel_models = [m for m in all_models if (curves["model"].astype(str) == m).any()]
     pub = _published_rows(published, "budgeted")
     if not panel_models and pub is None:
-        raise ValueError(f"the curves frame has no rows for the models {all_models}")
+        raise InputError(f"the curves frame has no rows for the models {all_models}")
     scale = _scale_for(scale, cost_unit, curves["test_cost"])
     pub_markers = _published_markers(pub) if pub is not None else {}
     pols = list(policies) if policies is not None else ordered(curves["policy"])
-    learned = [p for p in pols if policy_kind(p) == "learned"]
+    kinds = policy_kinds(curves, "curves")
+    learned = [p for p in pols if kinds.get(p, policy_kind(p)) == "learned"]
     styles = policy_styles(learned)
     # overlapping bands add up: the more policies, the lighter each band
     band_alpha = min(BAND_ALPHA, BAND_ALPHA * 2 / math.sqrt(max(1, len(learned))))
@@ -350,7 +363,7 @@ def plot_budgeted(
                     continue
                 x = scale(sub["test_cost"])
                 y = 100 * sub["test_acc"].to_numpy(dtype=np.float64)
-                kind = policy_kind(p)
+                kind = kinds.get(p, policy_kind(p))
                 if kind == "learned":
                     st = styles[p]
                     band = _band(sub)
@@ -420,9 +433,9 @@ def _exit_names(anytime: pd.DataFrame | None, model: str, k: int) -> list[str]:
 
 def default_policy(curves: pd.DataFrame) -> str:
     """The first learned policy of the curves (the suite's first policy, usually)."""
-    learned = learned_policies(curves["policy"].astype(str))
+    learned = learned_policies(curves["policy"].astype(str), policy_kinds(curves, "curves"))
     if not learned:
-        raise ValueError(
+        raise InputError(
             "the curves hold no learned policy (only oracle/random/static); name one with policy="
         )
     return learned[0]
@@ -461,15 +474,15 @@ def plot_exit_distribution(
     require_columns(curves, CURVE_COLUMNS, "the curves frame")
     frac_cols = _frac_columns(curves)
     if not frac_cols:
-        raise ValueError("the curves frame has no frac_0 .. frac_{K-1} columns of exit fractions")
+        raise InputError("the curves frame has no frac_0 .. frac_{K-1} columns of exit fractions")
     if policy is not None and policies is not None:
-        raise ValueError("give policy= (one) or policies= (several), not both")
+        raise InputError("give policy= (one) or policies= (several), not both")
     if policies is not None:
         wanted = [str(p) for p in policies]
     elif policy is not None:
         wanted = [str(policy)]
     else:
-        wanted = learned_policies(curves["policy"].astype(str))
+        wanted = learned_policies(curves["policy"].astype(str), policy_kinds(curves, "curves"))
         if not wanted:
             default_policy(curves)  # raises: no learned policy
     models = list(models) if models is not None else ordered(curves["model"])
@@ -482,7 +495,7 @@ def plot_exit_distribution(
         if panels:
             blocks.append((m, panels))
     if not blocks:
-        raise ValueError(
+        raise InputError(
             f"no model has operating points of policy {', '.join(map(repr, wanted))}; "
             f"policies present: {ordered(curves['policy'])}"
         )
@@ -580,7 +593,7 @@ def plot_reliability(
     models = list(models) if models is not None else ordered(reliability["model"])
     models = [m for m in models if (reliability["model"].astype(str) == m).any()]
     if not models:
-        raise ValueError("the reliability frame has no rows for the requested models")
+        raise InputError("the reliability frame has no rows for the requested models")
     colors = model_colors(models)
     exits = {
         m: sorted(int(e) for e in reliability.loc[reliability["model"].astype(str) == m, "exit"].unique())
@@ -669,7 +682,7 @@ def plot_calibration(
         for label, members in calibration_groups(reliability, m):
             rows.append((m, label, members))
     if not rows:
-        raise ValueError(
+        raise InputError(
             "the reliability frame has no rows of a calibrated policy (policy column empty "
             "everywhere): re-run the suite with a policy that calibrates, e.g. "
             "calibration = \"temperature\""
@@ -784,7 +797,7 @@ def plot_latency_curves(speed: pd.DataFrame, curves: pd.DataFrame,
     df = pd.merge(speed.astype({"model": str, "policy": str}), acc, on=["model", "policy", "param"],
                   how="inner")
     if df.empty:
-        raise ValueError("no speed row matches an operating point of the curves (model, policy, param)")
+        raise InputError("no speed row matches an operating point of the curves (model, policy, param)")
     df["ms_per_image"] = 1000.0 / df["throughput"]
     models = list(models) if models is not None else ordered(df["model"])
     colors = model_colors(models)
@@ -806,3 +819,183 @@ def plot_latency_curves(speed: pd.DataFrame, curves: pd.DataFrame,
         ax.set_xlim(left=0)
         _legend_below(fig, [ax], 2, 2.4)
     return fig
+
+
+# ------------------------------------------------------------------ the figures of a report
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """A figure drawn for a report, with the line index.md shows under its heading."""
+
+    figure: Figure
+    caption: str
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """A figure every report draws when its results allow. ``draw(inputs)`` returns the
+    :class:`Drawn` figure, a reason it is left out (index.md lists it under "Not in this
+    report"), or None when there is nothing to say (an optional measurement that was not
+    made). Reports draw their figures by increasing ``order``; ``name`` is the file stem."""
+
+    name: str
+    heading: str
+    order: int
+    draw: Callable[[ReportInputs], Drawn | str | None]
+
+
+FIGURES: Registry[ReportFigure] = Registry("report figure", where="eebench.report.FIGURES")
+
+DrawFn = Callable[["ReportInputs"], "Drawn | str | None"]
+
+
+def report_figure(name: str, heading: str, *, order: int) -> Callable[[DrawFn], DrawFn]:
+    """Register the decorated function as the report figure ``name`` (its file stem)."""
+
+    def add(draw: DrawFn) -> DrawFn:
+        FIGURES.register(name, ReportFigure(normalize_name(name), heading, order, draw))
+        return draw
+
+    return add
+
+
+def fit_sets(curves: pd.DataFrame) -> dict[str, str]:
+    """model -> what fit its thresholds (the curves' ``fit_on`` column; results written
+    before it existed were fit on the validation split)."""
+    if "fit_on" not in curves.columns:
+        return {}
+    return {str(m): str(f) for m, f in zip(curves["model"], curves["fit_on"]) if isinstance(f, str)}
+
+
+def _fit_text(curves: pd.DataFrame) -> str:
+    kinds = set(fit_sets(curves).values())
+    if not kinds or kinds == {"validation split"}:
+        return "the validation split"
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    return "; ".join(f"{m}: {f}" for m, f in fit_sets(curves).items())
+
+
+def _band_text(res: Results) -> str:
+    """What the budgeted figure's bands are, with the bootstrap settings of the suite."""
+    ev: dict[str, Any] = {}
+    try:
+        ev = json.loads((res.folder / "suite.resolved.json").read_text()).get("evaluate") or {}
+    except (OSError, ValueError, AttributeError):
+        pass
+    n_boot, seed = ev.get("n_boot"), ev.get("seed")
+    settings = (f", {n_boot} test resamples, seed {seed}"
+                if isinstance(n_boot, int) and isinstance(seed, int) else "")
+    return (f"95% percentile bootstrap interval of each operating point's test accuracy (exits "
+            f"fixed, test samples resampled{settings}; the same resamples for every policy of a "
+            "model)")
+
+
+def _calibration_members(reliability: pd.DataFrame, models: Sequence[str]) -> str:
+    parts = []
+    for m in models:
+        for label, members in calibration_groups(reliability, m):
+            parts.append(f"{m}, {label}: {', '.join(members)}")
+    return "; ".join(parts)
+
+
+@report_figure("anytime", "Anytime accuracy", order=10)
+def _anytime_figure(inputs: ReportInputs) -> Drawn:
+    fig = plot_anytime(inputs.res.anytime, inputs.unit, published=inputs.published,
+                       scale=inputs.scale, models=inputs.models)
+    return Drawn(
+        fig,
+        "Test top-1 accuracy when every sample leaves at the same exit, against the "
+        "cumulative cost of reaching that exit; one line per model, one marker per exit"
+        + ("; papers' numbers in grey (hollow markers, dotted)." if inputs.published is not None
+           else "."),
+    )
+
+
+@report_figure("budgeted", "Budgeted-batch accuracy", order=20)
+def _budgeted_figure(inputs: ReportInputs) -> Drawn:
+    curves = inputs.res.curves
+    fig = plot_budgeted(curves, inputs.unit, published=inputs.published, scale=inputs.scale,
+                        models=inputs.models)
+    return Drawn(
+        fig,
+        "Test top-1 accuracy against mean test cost per image for each exit policy "
+        f"(thresholds fit on {_fit_text(curves)}); one panel per model"
+        + (f"; light bands: {_band_text(inputs.res)}" if has_bands(curves) else "")
+        + ". A policy has the same colour and marker in every figure and report. Oracle: "
+        "black star; random exits: grey dashed; static exits: white squares.",
+    )
+
+
+@report_figure("exit_distribution", "Exit distributions", order=30)
+def _exit_distribution_figure(inputs: ReportInputs) -> Drawn | str:
+    curves = inputs.res.curves
+    if not (inputs.exit_policy
+            or learned_policies(curves["policy"], policy_kinds(curves, "curves"))):
+        return "curves.csv holds no learned policy."
+    if not _frac_columns(curves):
+        return "curves.csv has no frac_k columns."
+    fig = plot_exit_distribution(curves, inputs.unit, policy=inputs.exit_policy,
+                                 scale=inputs.scale, models=inputs.models,
+                                 anytime=inputs.res.anytime)
+    which = inputs.exit_policy or "every learned policy"
+    return Drawn(
+        fig,
+        f"Share of test samples leaving at each exit for {which} (one panel per model and "
+        "policy, the policy's marker beside its name), stacked against the mean test cost "
+        "of the operating point.",
+    )
+
+
+@report_figure("speedup", "Real early exit: measured against predicted speed-up", order=40)
+def _speedup_figure(inputs: ReportInputs) -> Drawn | None:
+    if inputs.speed is None:  # suites without a [speed] section
+        return None
+    return Drawn(
+        plot_speedup(inputs.speed, models=inputs.models),
+        "Speed-up measured with real exits (the network stops for samples that leave; "
+        "batches shed them) against the speed-up the exits' MACs predict, per model, "
+        "operating point and batch size; on the dashed line the MACs were right.",
+    )
+
+
+@report_figure("latency_curves", "Budgeted accuracy against measured time", order=50)
+def _latency_figure(inputs: ReportInputs) -> Drawn | None:
+    if inputs.speed is None:
+        return None
+    return Drawn(
+        plot_latency_curves(inputs.speed, inputs.res.curves, models=inputs.models),
+        "Test accuracy of the timed operating points against measured time per image "
+        "with real exits, one line per model and batch size.",
+    )
+
+
+@report_figure("reliability", "Reliability diagrams", order=60)
+def _reliability_figure(inputs: ReportInputs) -> Drawn | str:
+    rel = inputs.res.reliability
+    if rel is None:
+        return "reliability.csv is absent from the results."
+    if rel.empty:
+        return "reliability.csv has no rows."
+    return Drawn(
+        plot_reliability(rel, models=inputs.models),
+        "Per exit (columns) and model (rows): test accuracy per bin of maximum softmax "
+        "probability against the diagonal of perfect calibration; ECE in each title; light "
+        "bars hold less than 1% of the exit's samples.",
+    )
+
+
+@report_figure("calibration", "Reliability before and after calibration", order=70)
+def _calibration_figure(inputs: ReportInputs) -> Drawn | None:
+    rel = inputs.res.reliability
+    if rel is None or rel.empty or "policy" not in rel.columns or calibrated_rows(rel).empty:
+        return None  # the reliability figure already says why when the file is missing
+    return Drawn(
+        plot_calibration(rel, models=inputs.models),
+        "Per exit (columns), model and calibration (rows): test accuracy per bin of "
+        "maximum probability of the raw outputs (grey bars) and of the calibrated "
+        "policy (line in the policy's colour, bins with at least 1% of the samples); "
+        "ECE before → after in each title. Policies sharing a calibration share a "
+        "row: " + _calibration_members(rel, inputs.models) + ".",
+    )

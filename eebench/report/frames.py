@@ -12,11 +12,12 @@ so tables and summaries agree.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from eebench.errors import InputError, InputTypeError
 from eebench.report.published import SETTINGS
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None
     """Raise ValueError naming ``what`` (a file or argument) and the missing columns."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{what} lacks column(s) {missing}; it has {list(df.columns)}. "
             f"Re-create it with `eebench run SUITE`."
         )
@@ -52,7 +53,7 @@ def require_numbers(df: pd.DataFrame, columns: Iterable[str], what: str) -> None
         v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(v))
         if bad.size:
-            raise ValueError(
+            raise InputError(
                 f"{what}: column {c!r} has no finite number in row {int(bad[0]) + 2} (line of the "
                 f"file; {bad.size} such row{'s' if bad.size > 1 else ''}); the file is truncated "
                 "or damaged: re-create it with `eebench run SUITE`"
@@ -67,7 +68,7 @@ def require_fractions(df: pd.DataFrame, columns: Iterable[str], what: str) -> No
         v = df[c].to_numpy(dtype=np.float64)
         v = v[np.isfinite(v)]
         if v.size and (v.min() < -1e-9 or v.max() > 1 + 1e-9):
-            raise ValueError(
+            raise InputError(
                 f"{what}: column {c!r} must hold fractions in [0, 1], found values in "
                 f"[{v.min():g}, {v.max():g}] (percentages? divide them by 100)"
             )
@@ -78,25 +79,36 @@ def check_published(published: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
     if not isinstance(published, pd.DataFrame):
-        raise TypeError(f"published must be a pandas DataFrame or None, got {type(published).__name__}")
+        raise InputTypeError(f"published must be a pandas DataFrame or None, got {type(published).__name__}")
     require_columns(published, PUBLISHED_COLUMNS, "published numbers")
     bad = sorted(set(published["setting"].astype(str)) - set(PUBLISHED_SETTINGS))
     if bad:
-        raise ValueError(
+        raise InputError(
             f"published numbers: setting must be one of {PUBLISHED_SETTINGS}, found {bad}"
         )
     top1 = published["top1"].to_numpy(dtype=np.float64)
     finite = top1[np.isfinite(top1)]
     if finite.size and finite.max() <= 1.0:
-        raise ValueError(
+        raise InputError(
             "published numbers: top1 is in percent (e.g. 75.3), but every value is <= 1; "
             "multiply fractions by 100"
         )
     return published
 
 
+POLICY_KINDS = ("learned", "oracle", "random", "static")
+"""What a policy is, as results say in their ``policy_kind`` column (each policy class's
+``kind``): oracle, random and static are baselines; learned policies compete."""
+
+
 def policy_kind(name: str) -> str:
-    """``"oracle"``, ``"random"``, ``"static"`` (baselines) or ``"learned"``."""
+    """``"oracle"``, ``"random"``, ``"static"`` (baselines) or ``"learned"``, guessed from a
+    policy's label.
+
+    Only for results folders written before the ``policy_kind`` column existed: a label is
+    the user's to choose (``label = "oracle"`` on a learned policy is allowed), so results
+    that carry the column are read with ``policy_kinds`` instead.
+    """
     n = str(name).strip().lower()
     if n == "oracle":
         return "oracle"
@@ -107,9 +119,47 @@ def policy_kind(name: str) -> str:
     return "learned"
 
 
-def learned_policies(policies: Iterable[str]) -> list[str]:
-    """Learned policies in first-seen order."""
-    return [p for p in dict.fromkeys(policies) if policy_kind(p) == "learned"]
+def policy_kinds(frame: pd.DataFrame, what: str = "results") -> dict[str, str]:
+    """Policy name -> kind for every policy of ``frame`` (a curves or summary frame), in
+    first-seen order.
+
+    The ``policy_kind`` column decides, since the runner writes what each policy object is.
+    A frame without the column, or a policy whose cells are all empty (results folders
+    written before the column existed, or hand-made frames), falls back to
+    ``policy_kind(name)``.
+    A value that is not a known kind, or two kinds for one name, is an error naming
+    ``what``: a table must not quietly rank an oracle among the learned policies.
+    """
+    import pandas as pd
+
+    names = frame["policy"].astype(str).tolist()
+    given = (frame["policy_kind"].tolist() if "policy_kind" in frame.columns
+             else [None] * len(names))
+    stated: dict[str, str] = {}
+    for name, cell in zip(names, given):
+        if cell is None or (not isinstance(cell, str) and pd.isna(cell)) or not str(cell).strip():
+            continue
+        kind = str(cell).strip().lower()
+        if kind not in POLICY_KINDS:
+            raise InputError(
+                f"{what}: policy {name!r} has policy_kind {cell!r}; it must be one of "
+                f"{', '.join(POLICY_KINDS)} (re-create the results with `eebench run SUITE`)"
+            )
+        if stated.setdefault(name, kind) != kind:
+            raise InputError(
+                f"{what}: policy {name!r} is given two kinds ({stated[name]} and {kind}); one "
+                "label must name one policy"
+            )
+    return {name: stated.get(name) or policy_kind(name) for name in dict.fromkeys(names)}
+
+
+def learned_policies(
+    policies: Iterable[str], kinds: Mapping[str, str] | None = None
+) -> list[str]:
+    """Learned policies in first-seen order; ``kinds`` (from ``policy_kinds``) decides,
+    else the name (``policy_kind``, for results without a ``policy_kind`` column)."""
+    kinds = kinds or {}
+    return [p for p in dict.fromkeys(policies) if kinds.get(p, policy_kind(p)) == "learned"]
 
 
 def curve_xy(cost: Sequence[float], acc: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

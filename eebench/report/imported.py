@@ -21,26 +21,33 @@ Every reader returns a DataFrame with the columns of
 ``exit`` 1-based) and/or "budgeted" (one row per operating point, ``point``
 "budget i"), ``gmacs`` in G, ``top1``/``top5`` in percent, ``source`` the
 caller's label (default: the file name) and ``citation`` the imported path.
+
+Each reader is registered in :data:`FORMATS` with the detector that recognises its
+files, so ``import_curve`` and the command line know every format by name and a
+new one is added by registering it. numpy is imported inside the readers: the
+command line lists the format names without loading it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-
-from eebench.errors import EebenchError
+from eebench.costs.units import MAC_UNITS
+from eebench.errors import EebenchError, InputError
+from eebench.registry import Registry, normalize_name
 from eebench.report.published import COLUMNS, DATASETS, NUMERIC, read_published_csv
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
-FORMATS = ("dynamic_txt", "l2w", "calibrated_dnn", "dvt_checkpoint")
-COST_UNITS: dict[str, float] = {"macs": 1e-9, "mmacs": 1e-3, "gmacs": 1.0}  # factor to G
+COST_UNITS: dict[str, float] = {u.lower(): f / MAC_UNITS["GMACs"] for u, f in MAC_UNITS.items()}
+"""Cost units of imported curves (any case) and their factor to GMACs."""
 # After conversion, a cost outside this range (in G) is a unit mix-up, not a network:
 # 1e-7 G = 100 MACs; 1e5 G is tens of times the largest published ImageNet classifiers.
 PLAUSIBLE_GMACS = (1e-7, 1e5)
@@ -59,6 +66,50 @@ class ImportFormatError(EebenchError, ValueError):
     """A file that does not follow the format it is read as; the message names file and line."""
 
 
+# ------------------------------------------------------------------ the formats
+
+PROBE_BYTES = 4096  # detection reads this much of a file, once
+
+
+@dataclass(frozen=True)
+class FileProbe:
+    """What detection reads of a path, once, for every format's detector: ``head`` holds
+    the first bytes of a file (empty for a folder) and ``columns`` the whitespace-separated
+    column counts of its first five complete, non-blank text lines (empty when not text)."""
+
+    path: Path
+    is_dir: bool
+    head: bytes
+    columns: frozenset[int]
+
+
+@dataclass(frozen=True)
+class ImportFormat:
+    """A file format ``import_curve`` reads: ``read(path, *, source=, model=, dataset=, ...)``
+    returns published-numbers rows; ``detect(probe)`` says whether a file is in this format
+    (it may raise :class:`ImportFormatError` to explain why a file that looks like one of its
+    files cannot be imported)."""
+
+    name: str
+    read: Callable[..., pd.DataFrame]
+    detect: Callable[[FileProbe], bool]
+
+
+FORMATS: Registry[ImportFormat] = Registry("import format", where="eebench import-curve --help")
+
+Reader = TypeVar("Reader", bound=Callable[..., Any])
+
+
+def import_format(name: str, *, detect: Callable[[FileProbe], bool]) -> Callable[[Reader], Reader]:
+    """Register the decorated reader as the format ``name``, recognised by ``detect``."""
+
+    def add(read: Reader) -> Reader:
+        FORMATS.register(name, ImportFormat(normalize_name(name), read, detect))
+        return read
+
+    return add
+
+
 # ------------------------------------------------------------------ helpers
 
 
@@ -75,6 +126,8 @@ def _unit_factor(cost_unit: str | None, what: str, hint: str = DYNAMIC_UNIT_HELP
 
 
 def _check_gmacs(gmacs: np.ndarray, cost_unit: str, what: str) -> None:
+    import numpy as np
+
     lo, hi = PLAUSIBLE_GMACS
     if gmacs.size and (not np.all(np.isfinite(gmacs)) or np.any(gmacs <= 0)):
         raise ImportFormatError(f"{what}: costs must be positive finite numbers, got {gmacs.tolist()}")
@@ -88,6 +141,8 @@ def _check_gmacs(gmacs: np.ndarray, cost_unit: str, what: str) -> None:
 
 
 def _check_percent(values: np.ndarray, column: str, what: str) -> None:
+    import numpy as np
+
     v = values[np.isfinite(values)]
     if v.size and (v.min() < 0 or v.max() > 100):
         raise ImportFormatError(
@@ -102,6 +157,8 @@ def _check_percent(values: np.ndarray, column: str, what: str) -> None:
 
 def _read_table(path: Path, ncols: int, delimiter: str | None, layout: str) -> np.ndarray:
     """Rows of ``ncols`` numbers; blank lines skipped; errors name the line."""
+    import numpy as np
+
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (or is not a file)")
     try:
@@ -137,10 +194,11 @@ def _frame(
     model: str,
     dataset: str | None,
 ) -> pd.DataFrame:
+    import numpy as np
     import pandas as pd
 
     if dataset is not None and dataset not in DATASETS:
-        raise ValueError(f"dataset {dataset!r} is not one of {', '.join(DATASETS)}")
+        raise InputError(f"dataset {dataset!r} is not one of {', '.join(DATASETS)}")
     base: dict[str, Any] = {c: "" for c in COLUMNS}
     base.update({c: np.nan for c in NUMERIC})
     base.update(source=source, citation=citation, model=model, dataset=dataset or "",
@@ -160,6 +218,7 @@ def _labels(path: Path, source: str | None, model: str | None) -> tuple[str, str
 # ------------------------------------------------------------------ dynamic.txt
 
 
+@import_format("dynamic_txt", detect=lambda probe: probe.columns == {2})
 def read_dynamic_txt(
     path: str | os.PathLike[str],
     *,
@@ -208,6 +267,7 @@ def read_dynamic_txt(
 # ------------------------------------------------------------------ calibrated-dnn
 
 
+@import_format("calibrated_dnn", detect=lambda probe: probe.columns == {5})
 def read_calibrated_dnn(
     path: str | os.PathLike[str],
     *,
@@ -228,6 +288,8 @@ def read_calibrated_dnn(
     (``multi_add = 1``: raw MACs, plus ReLU, pooling and bias counts), hence the
     default ``cost_unit="macs"``. NLPD and ECE go into ``note``.
     """
+    import numpy as np
+
     path = Path(path)
     factor = _unit_factor(cost_unit, str(path), "calibrated-dnn writes raw MACs: cost_unit='macs'")
     layout = "calibrated-dnn: 'acc<TAB>nlpd<TAB>ece<TAB>acc5<TAB>cost' per budget, no header"
@@ -277,6 +339,23 @@ def _l2w_csv(path: Path) -> Path:
     return found[0]
 
 
+def _is_l2w(probe: FileProbe) -> bool:
+    """An L2W-DEN run folder or its AnytimeResults_*.csv; its flops.txt alone is refused."""
+    if probe.is_dir:
+        if any(L2W_CSV.match(q.name) for q in probe.path.iterdir()):
+            return True
+        raise ImportFormatError(
+            f"{probe.path} is a folder without an AnytimeResults_*.csv; give the file to import"
+        )
+    if probe.path.name == "flops.txt":
+        raise ImportFormatError(
+            f"{probe.path} holds per-exit costs only; import the AnytimeResults_*.csv beside it "
+            f"(format 'l2w'), which reads flops.txt too"
+        )
+    return bool(L2W_CSV.match(probe.path.name))
+
+
+@import_format("l2w", detect=_is_l2w)
 def read_l2w(
     path: str | os.PathLike[str],
     *,
@@ -300,6 +379,8 @@ def read_l2w(
     the MSDNet-style ``measure_model`` counts), hence ``cost_unit="mmacs"``.
     The cross-entropy of each exit goes into ``note``.
     """
+    import numpy as np
+
     csv = _l2w_csv(Path(path))
     flops = Path(flops_path) if flops_path is not None else csv.parent / "flops.txt"
     if not flops.is_file():
@@ -377,6 +458,8 @@ def _load_weights_only(path: Path) -> Any:
 
 def _floats(value: Any, what: str) -> np.ndarray:
     """A list/tuple of numbers or 0-d tensors, or a 1-d tensor, as float64."""
+    import numpy as np
+
     if hasattr(value, "detach"):
         value = value.detach().cpu().reshape(-1).tolist()
     if not isinstance(value, (list, tuple)):
@@ -394,6 +477,15 @@ def _floats(value: Any, what: str) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
+def _is_checkpoint(probe: FileProbe) -> bool:
+    """A torch.save file: zip or pickle magic, or a checkpoint's file suffix."""
+    return not probe.is_dir and (
+        probe.head.startswith((b"PK\x03\x04", b"\x80"))
+        or probe.path.name.endswith(CHECKPOINT_SUFFIXES)
+    )
+
+
+@import_format("dvt_checkpoint", detect=_is_checkpoint)
 def read_dvt_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -418,6 +510,8 @@ def read_dvt_checkpoint(
     entry may be absent; at least one must be there. Loaded with
     ``torch.load(map_location="cpu", weights_only=True)``.
     """
+    import numpy as np
+
     path = Path(path)
     factor = _unit_factor(cost_unit, str(path), "DVT/CF-ViT store GMACs: cost_unit='gmacs'")
     ck = _load_weights_only(path)
@@ -495,6 +589,8 @@ def read_dvt_checkpoint(
 
 def _thresholds(value: Any, n_points: int, n_exits: int) -> list[str] | None:
     """DVT's per-point thresholds as text, when they match the curve's shape."""
+    import numpy as np
+
     if value is None or not hasattr(value, "shape") or tuple(value.shape) != (n_points, n_exits):
         return None
     arr = value.detach().cpu().double().numpy() if hasattr(value, "detach") else np.asarray(value)
@@ -504,45 +600,37 @@ def _thresholds(value: Any, n_points: int, n_exits: int) -> list[str] | None:
 # ------------------------------------------------------------------ dispatch
 
 
-def detect_format(path: str | os.PathLike[str]) -> str:
-    """The format of ``path`` when its name or content leaves no doubt; else a clear error."""
-    p = Path(path)
-    if p.is_dir():
-        if any(L2W_CSV.match(q.name) for q in p.iterdir()):
-            return "l2w"
-        raise ImportFormatError(
-            f"{p} is a folder without an AnytimeResults_*.csv; give the file to import"
-        )
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} does not exist")
-    if L2W_CSV.match(p.name):
-        return "l2w"
-    with p.open("rb") as fh:
-        head = fh.read(4096)
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80") or p.name.endswith(
-        CHECKPOINT_SUFFIXES
-    ):
-        return "dvt_checkpoint"
-    if p.name == "flops.txt":
-        raise ImportFormatError(
-            f"{p} holds per-exit costs only; import the AnytimeResults_*.csv beside it "
-            f"(format 'l2w'), which reads flops.txt too"
-        )
+def _probe(path: Path) -> FileProbe:
+    if path.is_dir():
+        return FileProbe(path, True, b"", frozenset())
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    with path.open("rb") as fh:
+        head = fh.read(PROBE_BYTES)
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         text = ""
     lines = text.splitlines()
-    if len(head) == 4096:  # the last line may be cut
+    if len(head) == PROBE_BYTES:  # the last line may be cut
         lines = lines[:-1]
     lines = [ln for ln in lines if ln.strip()]
-    counts = {len(ln.split()) for ln in lines[:5]}  # the writers separate columns by tabs
-    if counts == {2}:
-        return "dynamic_txt"
-    if counts == {5}:
-        return "calibrated_dnn"
+    # the writers separate columns by tabs
+    return FileProbe(path, False, head, frozenset(len(ln.split()) for ln in lines[:5]))
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """The format of ``path`` when exactly one format recognises it; else a clear error."""
+    probe = _probe(Path(path))
+    found = [name for name, fmt in FORMATS.items() if fmt.detect(probe)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ImportFormatError(
+            f"{probe.path} could be read as {' or '.join(found)}; pass format= (CLI: --format)"
+        )
     raise ImportFormatError(
-        f"cannot tell the format of {p}; pass format= one of {', '.join(FORMATS)} "
+        f"cannot tell the format of {probe.path}; pass format= one of {', '.join(FORMATS)} "
         f"(CLI: --format)"
     )
 
@@ -559,7 +647,7 @@ def import_curve(
 ) -> pd.DataFrame:
     """Read another project's curve file into published-numbers rows.
 
-    ``format`` is one of ``FORMATS``, or None to detect it (an L2W
+    ``format`` is a name of ``FORMATS``, or None to detect it (an L2W
     ``AnytimeResults_*.csv`` or its folder, a torch checkpoint, a 2-column
     ``dynamic.txt``, a 5-column calibrated-dnn file). ``cost_unit`` ("macs",
     "mmacs", "gmacs") is required for ``dynamic_txt`` and overrides the unit
@@ -569,21 +657,21 @@ def import_curve(
     must be one of ``DATASETS``. ``flops_path`` (L2W only) is the ``flops.txt``
     when it does not lie beside the CSV.
     """
-    fmt = detect_format(path) if format is None else format
+    fmt = FORMATS[detect_format(path) if format is None else format]
     kw: dict[str, Any] = {"source": source, "model": model, "dataset": dataset}
-    if cost_unit is not None or fmt == "dynamic_txt":
+    if cost_unit is not None:
         kw["cost_unit"] = cost_unit
-    if fmt == "dynamic_txt":
-        return read_dynamic_txt(path, **kw)
-    if fmt == "calibrated_dnn":
-        return read_calibrated_dnn(path, **kw)
-    if flops_path is not None and fmt != "l2w":
-        raise ValueError(f"flops_path is for the 'l2w' format only, not {fmt!r}")
-    if fmt == "l2w":
-        return read_l2w(path, flops_path=flops_path, **kw)
-    if fmt == "dvt_checkpoint":
-        return read_dvt_checkpoint(path, **kw)
-    raise ValueError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
+    if flops_path is not None:
+        import inspect
+
+        takes = [n for n, f in FORMATS.items() if "flops_path" in inspect.signature(f.read).parameters]
+        if fmt.name not in takes:
+            raise InputError(
+                f"flops_path is for the {' and '.join(map(repr, takes))} format only, "
+                f"not {fmt.name!r}"
+            )
+        kw["flops_path"] = flops_path
+    return fmt.read(path, **kw)
 
 
 def write_imported(frame: pd.DataFrame, out: str | os.PathLike[str]) -> Path:
@@ -591,15 +679,15 @@ def write_imported(frame: pd.DataFrame, out: str | os.PathLike[str]) -> Path:
     ``eebench report --published OUT.csv`` read; the file is read back and validated."""
     out = Path(out)
     if out.suffix != ".csv":
-        raise ValueError(f"{out}: the output must be a .csv file")
+        raise InputError(f"{out}: the output must be a .csv file")
     bad = sorted(set(frame["source"].astype(str)) - {out.stem})
     if bad:
-        raise ValueError(
+        raise InputError(
             f"{out}: published files are named by their source; the rows say {bad}, so name the "
             f"file {bad[0]}.csv or import with source={out.stem!r}"
         )
     if frame["dataset"].astype(str).eq("").any():
-        raise ValueError(
+        raise InputError(
             f"{out}: published rows need a dataset ({', '.join(DATASETS)}); import with dataset="
         )
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eebench.errors import EebenchError
+from eebench.errors import EebenchError, InputError
 from eebench.outputs import check_path_name
 from eebench.report.frames import (
     ANYTIME_COLUMNS,
     CURVE_COLUMNS,
     RELIABILITY_REQUIRED,
     SUMMARY_COLUMNS,
-    learned_policies,
     ordered,
     require_columns,
     require_fractions,
@@ -37,6 +36,7 @@ from eebench.report.frames import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from eebench.report.style import CostScale
     from eebench.report.tables import Table
 
 class ResultsError(EebenchError, ValueError):
@@ -113,11 +113,11 @@ def load_results(results_dir: str | Path) -> Results:
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{folder / 'meta.json'} is not valid JSON: {exc}") from None
+        raise InputError(f"{folder / 'meta.json'} is not valid JSON: {exc}") from None
     if not isinstance(meta, dict):
-        raise ValueError(f"{folder / 'meta.json'} must hold a JSON object, got {type(meta).__name__}")
+        raise InputError(f"{folder / 'meta.json'} must hold a JSON object, got {type(meta).__name__}")
     if not isinstance(meta.get("cost_unit"), str) or not meta["cost_unit"].strip():
-        raise ValueError(
+        raise InputError(
             f"{folder / 'meta.json'} lacks 'cost_unit' (e.g. \"MACs\"); the report cannot "
             f"label costs without it"
         )
@@ -126,7 +126,7 @@ def load_results(results_dir: str | Path) -> Results:
     if budgets is not None and (
         not isinstance(budgets, list) or not all(isinstance(b, (int, float)) for b in budgets)
     ):
-        raise ValueError(
+        raise InputError(
             f"{folder / 'meta.json'}: 'budgets' must be a list of costs in {meta['cost_unit']} "
             f"or null, got {budgets!r}"
         )
@@ -161,7 +161,7 @@ def load_results(results_dir: str | Path) -> Results:
     anytime = read("anytime.csv", ANYTIME_COLUMNS)
     curves = read("curves.csv", CURVE_COLUMNS)
     if (anytime.empty or curves.empty) and not (folder / PUBLISHED_FILE).is_file():
-        raise ValueError(
+        raise InputError(
             f"{folder / ('anytime.csv' if anytime.empty else 'curves.csv')} has no rows; "
             f"re-create it with `eebench run SUITE`"
         )
@@ -216,6 +216,125 @@ def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
+@dataclass
+class ReportInputs:
+    """What every figure and table of a report reads: the checked results, the papers' rows
+    to overlay, one cost scale and one model order for all of them, the exit policy the
+    exit-distribution figure is restricted to, and the optional speed measurements."""
+
+    res: Results
+    published: pd.DataFrame | None
+    scale: CostScale
+    models: list[str]
+    exit_policy: str | None
+    speed: pd.DataFrame | None
+
+    @property
+    def unit(self) -> str:
+        return str(self.res.meta["cost_unit"])
+
+    @property
+    def measured(self) -> bool:
+        """Whether the suite measured a model (else it draws published numbers only)."""
+        return not (self.res.anytime.empty or self.res.curves.empty)
+
+
+def report_inputs(
+    results_dir: str | Path,
+    *,
+    published: pd.DataFrame | None = None,
+    exit_policy: str | None = None,
+) -> ReportInputs:
+    """Load and check a results folder and derive what its report shows everywhere: the
+    cost scale (from every cost drawn) and the order of the models."""
+    from eebench.report.style import cost_scale
+
+    res = load_results(results_dir)
+    if published is None and (res.folder / PUBLISHED_FILE).is_file():
+        import pandas as pd
+
+        published = pd.read_csv(res.folder / PUBLISHED_FILE)
+    all_costs = np.concatenate(
+        [res.anytime["cost"].to_numpy(dtype=np.float64), res.curves["test_cost"].to_numpy(dtype=np.float64)]
+    )
+    if (res.anytime.empty or res.curves.empty) and published is not None:
+        all_costs = published["gmacs"].to_numpy(dtype=np.float64) * 1e9  # only the papers' numbers
+    return ReportInputs(
+        res=res,
+        published=published,
+        scale=cost_scale(res.meta["cost_unit"], all_costs),
+        models=ordered([*res.anytime["model"], *res.curves["model"]]),
+        exit_policy=exit_policy,
+        speed=_read_speed(res.folder),  # optional: suites without a [speed] section
+    )
+
+
+def _report_folder(res: Results, reports_dir: str | Path | None) -> Path:
+    """``reports_dir``, else ``reports/<suite>`` from meta.json's suite name."""
+    if reports_dir is not None:
+        return Path(reports_dir)
+    suite = res.meta.get("suite")
+    if not isinstance(suite, str) or not suite:
+        raise InputError(
+            f"{res.folder / 'meta.json'} has no 'suite' name; pass the report folder explicitly"
+        )
+    check_path_name(suite, f"{res.folder / 'meta.json'}: suite")
+    return Path("reports") / suite
+
+
+def draw_figures(inputs: ReportInputs, out: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Draw every registered report figure into ``out`` (PDF + PNG), in their order; returns
+    (stem, heading, caption) of each figure drawn and a line for each one left out."""
+    from eebench.report.figures import FIGURES, LABEL_KEY
+    from eebench.report.style import paper_style, save_figure
+
+    drawn: list[tuple[str, str, str]] = []
+    skipped: list[str] = []
+    with paper_style():
+        for figure in sorted(FIGURES.values(), key=lambda f: (f.order, f.name)):
+            result = figure.draw(inputs)
+            if isinstance(result, str):
+                skipped.append(f"{figure.heading}: {result}")
+            elif result is not None:
+                save_figure(result.figure, out / figure.name)
+                key = getattr(result.figure, LABEL_KEY, "")
+                drawn.append((figure.name, figure.heading,
+                              f"{result.caption} {key}" if key else result.caption))
+    return drawn, skipped
+
+
+def report_tables(inputs: ReportInputs) -> tuple[list[tuple[Table, str]], list[str]]:
+    """Every table of the report, each with the line index.md shows above it, and a line for
+    each kind of table left out."""
+    from eebench.report.tables import anytime_tables, budget_tables, speed_table, summary_tables
+
+    res, scale = inputs.res, inputs.scale
+    tables: list[tuple[Table, str]] = []
+    skipped: list[str] = []
+    if inputs.measured:
+        for t in anytime_tables(res.anytime, scale):
+            tables.append((t, "Cost and test metrics of every exit under the anytime protocol."))
+        for t in budget_tables(res.curves, scale, res.meta.get("budgets"), summary=res.summary):
+            tables.append((t, "Test accuracy of every policy read off its curve at common budgets."))
+    else:
+        skipped.append("Anytime and budget tables: this suite measured no model (published numbers only).")
+    if inputs.published is not None and len(inputs.published):
+        from eebench.report.ablation import published_points_table
+
+        tables.append((published_points_table(inputs.published, scale),
+                       "Every published number drawn in the figures, with the table or figure it comes from."))
+    if inputs.speed is not None:
+        tables.append((speed_table(inputs.speed), "Latency and throughput with real exits."))
+    if res.summary is None:
+        skipped.append("Summary tables: summary.csv is absent from the results.")
+    elif res.summary.empty:
+        skipped.append("Summary tables: summary.csv has no rows.")
+    else:
+        for t in summary_tables(res.summary, scale):
+            tables.append((t, "Summary metrics of every policy with bootstrap confidence intervals."))
+    return tables, skipped
+
+
 def build_report(
     results_dir: str | Path,
     reports_dir: str | Path | None = None,
@@ -229,207 +348,21 @@ def build_report(
 
     ``published`` (columns source, model, setting, gmacs, top1 in %) is overlaid
     on the anytime and budgeted figures. ``exit_policy`` restricts the
-    exit-distribution figure to one policy (default: every learned policy).
+    exit-distribution figure to one policy (default: every learned policy). The
+    figures are those registered in ``eebench.report.figures.FIGURES``.
     """
-    from eebench.report.figures import (
-        has_bands,
-        plot_anytime,
-        plot_budgeted,
-        plot_calibration,
-        plot_exit_distribution,
-        plot_latency_curves,
-        plot_reliability,
-        plot_speedup,
-    )
-    from eebench.report.reliability import calibrated_rows
-    from eebench.report.style import cost_scale, paper_style, save_figure
-    from eebench.report.tables import anytime_tables, budget_tables, speed_table, summary_tables
-
-    res = load_results(results_dir)
-    meta = res.meta
-    if published is None and (res.folder / PUBLISHED_FILE).is_file():
-        import pandas as pd
-
-        published = pd.read_csv(res.folder / PUBLISHED_FILE)
-    measured = not (res.anytime.empty or res.curves.empty)
-    if reports_dir is None:
-        suite = meta.get("suite")
-        if not isinstance(suite, str) or not suite:
-            raise ValueError(
-                f"{res.folder / 'meta.json'} has no 'suite' name; pass the report folder explicitly"
-            )
-        check_path_name(suite, f"{res.folder / 'meta.json'}: suite")
-        reports_dir = Path("reports") / suite
-    out = Path(reports_dir)
+    inputs = report_inputs(results_dir, published=published, exit_policy=exit_policy)
+    out = _report_folder(inputs.res, reports_dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    unit = meta["cost_unit"]
-    all_costs = np.concatenate(
-        [res.anytime["cost"].to_numpy(dtype=np.float64), res.curves["test_cost"].to_numpy(dtype=np.float64)]
-    )
-    if not measured and published is not None:  # only the papers' numbers: scale them
-        all_costs = published["gmacs"].to_numpy(dtype=np.float64) * 1e9
-    scale = cost_scale(unit, all_costs)
-    models = ordered([*res.anytime["model"], *res.curves["model"]])
-    skipped: list[str] = []
-    figures: list[tuple[str, str, str]] = []  # stem, heading, one line
-
-    with paper_style():
-
-        def save(fig: Any, stem: str, heading: str, line: str) -> None:
-            save_figure(fig, out / stem)
-            key = getattr(fig, "eebench_label_key", "")
-            figures.append((stem, heading, f"{line} {key}" if key else line))
-
-        save(
-            plot_anytime(res.anytime, unit, published=published, scale=scale, models=models),
-            "anytime",
-            "Anytime accuracy",
-            "Test top-1 accuracy when every sample leaves at the same exit, against the "
-            "cumulative cost of reaching that exit; one line per model, one marker per exit"
-            + ("; papers' numbers in grey (hollow markers, dotted)." if published is not None else "."),
-        )
-        save(
-            plot_budgeted(res.curves, unit, published=published, scale=scale, models=models),
-            "budgeted",
-            "Budgeted-batch accuracy",
-            "Test top-1 accuracy against mean test cost per image for each exit policy "
-            f"(thresholds fit on {_fit_text(res.curves)}); one panel per model"
-            + (f"; light bands: {_band_text(res)}" if has_bands(res.curves) else "")
-            + ". A policy has the same colour and marker in every figure and report. Oracle: "
-            "black star; random exits: grey dashed; static exits: white squares.",
-        )
-        learned = learned_policies(res.curves["policy"])
-        frac = [c for c in res.curves.columns if c.startswith("frac_")]
-        if not (exit_policy or learned):
-            skipped.append("Exit distributions: curves.csv holds no learned policy.")
-        elif not frac:
-            skipped.append("Exit distributions: curves.csv has no frac_k columns.")
-        else:
-            which = exit_policy or "every learned policy"
-            save(
-                plot_exit_distribution(
-                    res.curves, unit, policy=exit_policy, scale=scale, models=models,
-                    anytime=res.anytime,
-                ),
-                "exit_distribution",
-                "Exit distributions",
-                f"Share of test samples leaving at each exit for {which} (one panel per model and "
-                "policy, the policy's marker beside its name), stacked against the mean test cost "
-                "of the operating point.",
-            )
-        speed = _read_speed(res.folder)  # optional: suites without a [speed] section
-        if speed is not None:
-            save(
-                plot_speedup(speed, models=models),
-                "speedup",
-                "Real early exit: measured against predicted speed-up",
-                "Speed-up measured with real exits (the network stops for samples that leave; "
-                "batches shed them) against the speed-up the exits' MACs predict, per model, "
-                "operating point and batch size; on the dashed line the MACs were right.",
-            )
-            save(
-                plot_latency_curves(speed, res.curves, models=models),
-                "latency_curves",
-                "Budgeted accuracy against measured time",
-                "Test accuracy of the timed operating points against measured time per image "
-                "with real exits, one line per model and batch size.",
-            )
-        if res.reliability is None:
-            skipped.append("Reliability diagrams: reliability.csv is absent from the results.")
-        elif res.reliability.empty:
-            skipped.append("Reliability diagrams: reliability.csv has no rows.")
-        else:
-            save(
-                plot_reliability(res.reliability, models=models),
-                "reliability",
-                "Reliability diagrams",
-                "Per exit (columns) and model (rows): test accuracy per bin of maximum softmax "
-                "probability against the diagonal of perfect calibration; ECE in each title; light "
-                "bars hold less than 1% of the exit's samples.",
-            )
-            if "policy" in res.reliability.columns and not calibrated_rows(res.reliability).empty:
-                save(
-                    plot_calibration(res.reliability, models=models),
-                    "calibration",
-                    "Reliability before and after calibration",
-                    "Per exit (columns), model and calibration (rows): test accuracy per bin of "
-                    "maximum probability of the raw outputs (grey bars) and of the calibrated "
-                    "policy (line in the policy's colour, bins with at least 1% of the samples); "
-                    "ECE before → after in each title. Policies sharing a calibration share a "
-                    "row: " + _calibration_members(res.reliability, models) + ".",
-                )
-
-    tables: list[tuple[Table, str]] = []
-    if measured:
-        for t in anytime_tables(res.anytime, scale):
-            tables.append((t, "Cost and test metrics of every exit under the anytime protocol."))
-        for t in budget_tables(res.curves, scale, meta.get("budgets"), summary=res.summary):
-            tables.append((t, "Test accuracy of every policy read off its curve at common budgets."))
-    else:
-        skipped.append("Anytime and budget tables: this suite measured no model (published numbers only).")
-    if published is not None and len(published):
-        from eebench.report.ablation import published_points_table
-
-        tables.append((published_points_table(published, scale),
-                       "Every published number drawn in the figures, with the table or figure it comes from."))
-    if speed is not None:
-        tables.append((speed_table(speed), "Latency and throughput with real exits."))
-    if res.summary is None:
-        skipped.append("Summary tables: summary.csv is absent from the results.")
-    elif res.summary.empty:
-        skipped.append("Summary tables: summary.csv has no rows.")
-    else:
-        for t in summary_tables(res.summary, scale):
-            tables.append((t, "Summary metrics of every policy with bootstrap confidence intervals."))
+    figures, skipped = draw_figures(inputs, out)
+    tables, not_tabled = report_tables(inputs)
     for t, _ in tables:
         t.save(out)
-
     index = out / "index.md"
-    index.write_text(_index_text(res, out, scale.note, figures, tables, skipped))
+    index.write_text(
+        _index_text(inputs.res, out, inputs.scale.note, figures, tables, skipped + not_tabled)
+    )
     return index
-
-
-def _band_text(res: Results) -> str:
-    """What the budgeted figure's bands are, with the bootstrap settings of the suite."""
-    ev: dict[str, Any] = {}
-    try:
-        ev = json.loads((res.folder / "suite.resolved.json").read_text()).get("evaluate") or {}
-    except (OSError, ValueError, AttributeError):
-        pass
-    n_boot, seed = ev.get("n_boot"), ev.get("seed")
-    settings = (f", {n_boot} test resamples, seed {seed}"
-                if isinstance(n_boot, int) and isinstance(seed, int) else "")
-    return (f"95% percentile bootstrap interval of each operating point's test accuracy (exits "
-            f"fixed, test samples resampled{settings}; the same resamples for every policy of a "
-            "model)")
-
-
-def _calibration_members(reliability: pd.DataFrame, models: Sequence[str]) -> str:
-    from eebench.report.figures import calibration_groups
-
-    parts = []
-    for m in models:
-        for label, members in calibration_groups(reliability, m):
-            parts.append(f"{m}, {label}: {', '.join(members)}")
-    return "; ".join(parts)
-
-
-def _fit_sets(curves: pd.DataFrame) -> dict[str, str]:
-    """model -> what fit its thresholds (the curves' ``fit_on`` column; results written
-    before it existed were fit on the validation split)."""
-    if "fit_on" not in curves.columns:
-        return {}
-    return {str(m): str(f) for m, f in zip(curves["model"], curves["fit_on"]) if isinstance(f, str)}
-
-
-def _fit_text(curves: pd.DataFrame) -> str:
-    kinds = set(_fit_sets(curves).values())
-    if not kinds or kinds == {"validation split"}:
-        return "the validation split"
-    if len(kinds) == 1:
-        return next(iter(kinds))
-    return "; ".join(f"{m}: {f}" for m, f in _fit_sets(curves).items())
 
 
 def _solver_notes(curves: pd.DataFrame) -> list[str]:
@@ -474,7 +407,9 @@ def _index_text(
         cost_note,
         "",
     ]
-    on_test = [m for m, f in _fit_sets(res.curves).items() if f.startswith("test set")]
+    from eebench.report.figures import fit_sets
+
+    on_test = [m for m, f in fit_sets(res.curves).items() if f.startswith("test set")]
     if on_test:
         lines += [
             f"**Tuned on the test set:** the thresholds of {', '.join(on_test)} were fit on the "

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from eebench.errors import InputError, InputTypeError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -72,7 +74,7 @@ def calibrated_reliability_table(
         return None
     name = policy_name if policy_name is not None else str(getattr(policy, "name", ""))
     if not name or name.strip().lower() in RAW_POLICY:
-        raise ValueError(
+        raise InputError(
             f"a calibrated policy needs a name other than {RAW_POLICY} (those mark the raw "
             f"outputs), got {name!r}"
         )
@@ -88,11 +90,9 @@ def calibrated_reliability_tables(
     """``calibrated_reliability_table`` of every learned policy of ``fitted`` (name ->
     fitted policy) that calibrates, in the given order; baselines are left out (a random
     baseline that borrows a calibrated policy's scores would repeat its rows)."""
-    from eebench.report.frames import policy_kind
-
     out = []
     for name, policy in fitted.items():
-        if policy_kind(name) != "learned":
+        if getattr(policy, "kind", "learned") != "learned":
             continue
         df = calibrated_reliability_table(policy, logitset, model, name, n_bins)
         if df is not None:
@@ -126,16 +126,16 @@ def _table(logitset: LogitSet, model: str, n_bins: int, calibration: Any) -> pd.
 
     for attr in ("logits", "labels", "exit_names", "kind"):
         if not hasattr(logitset, attr):
-            raise TypeError(
+            raise InputTypeError(
                 f"logitset must be an eebench.store.logitset.LogitSet, got {type(logitset).__name__}"
             )
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+        raise InputError(f"n_bins must be a positive integer, got {n_bins!r}")
     if not isinstance(model, str) or not model:
-        raise ValueError(f"model must be a non-empty name for the results, got {model!r}")
+        raise InputError(f"model must be a non-empty name for the results, got {model!r}")
     n, num_exits, num_classes = logitset.logits.shape
     if n == 0:
-        raise ValueError("cannot compute a reliability table of an empty set")
+        raise InputError("cannot compute a reliability table of an empty set")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     count = np.zeros((num_exits, n_bins))
     sum_conf = np.zeros((num_exits, n_bins))

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from eebench.errors import InputError
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -135,7 +137,7 @@ class CostScale:
     def from_gmacs(self, gmacs: Any) -> np.ndarray:
         """Published costs, given in GMACs, in the display unit."""
         if not self.is_macs:
-            raise ValueError(
+            raise InputError(
                 f"published numbers are given in GMACs but this report's costs are in "
                 f"{self.unit!r}; an overlay needs results measured in MACs (cost_unit 'MACs')"
             )
@@ -156,7 +158,7 @@ def cost_scale(unit: str, costs: Iterable[float]) -> CostScale:
     below 0.1 M (costs given as relative units); any other unit is shown as given.
     """
     if not isinstance(unit, str) or not unit.strip():
-        raise ValueError(f"cost_unit must be a non-empty string such as 'MACs', got {unit!r}")
+        raise InputError(f"cost_unit must be a non-empty string such as 'MACs', got {unit!r}")
     if not _is_macs(unit):
         return CostScale(unit=unit, factor=1.0, label=unit.strip())
     arr = np.asarray(list(costs), dtype=np.float64)

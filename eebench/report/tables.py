@@ -17,6 +17,12 @@ paired columns existed) the two policies' own intervals must not overlap, a
 stricter test. Without intervals, or when two values print the same, nothing
 is bold. The anytime tables compare exits of one network and mark the best
 printed value as before.
+
+Tables read the result frames' columns, never the prose of their ``note`` cells
+(written for people, free to change wording): what a policy is from
+``policy_kind`` (by its label only for results written before that column
+existed), where a metric is read from ``at_cost`` or ``cost_lo``/``cost_hi``, and
+how its interval was made from ``ci_level``, ``n_boot`` and ``boot_seed``.
 """
 
 from __future__ import annotations
@@ -30,12 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from eebench.errors import InputError
 from eebench.report.frames import (
     common_range,
     curve_xy,
     learned_policies,
     ordered,
-    policy_kind,
+    policy_kinds,
     read_at,
     slug,
 )
@@ -71,7 +78,7 @@ class Table:
     def __post_init__(self) -> None:
         for i, r in enumerate(self.rows):
             if len(r) != len(self.columns):
-                raise ValueError(
+                raise InputError(
                     f"table {self.stem!r}: row {i} has {len(r)} cells for {len(self.columns)} columns"
                 )
 
@@ -361,8 +368,9 @@ def default_budgets(
     """``n`` evenly spaced budgets (in the cost unit) within the range covered by every
     learned policy of one model's curves, rounded to 3 significant digits in display units
     (inwards at the ends), and a sentence saying where they came from."""
-    learned = learned_policies(curves["policy"])
-    pols = learned or [p for p in ordered(curves["policy"]) if policy_kind(p) != "oracle"]
+    kinds = policy_kinds(curves, "curves")
+    learned = learned_policies(curves["policy"].astype(str), kinds)
+    pols = learned or [p for p in ordered(curves["policy"]) if kinds[p] != "oracle"]
     rng = common_range(curves, pols)
     what = "every learned policy" if learned else "every policy"
     if rng is None:
@@ -440,10 +448,11 @@ def budget_tables(
         else:
             bud, origin = default_budgets(df, scale)
         pols = ordered(df["policy"])
+        kinds = policy_kinds(df, "curves")
         order = (
-            [p for p in pols if policy_kind(p) == "learned"]
-            + [p for p in pols if policy_kind(p) == "random"]
-            + [p for p in pols if policy_kind(p) == "static"]
+            [p for p in pols if kinds[p] == "learned"]
+            + [p for p in pols if kinds[p] == "random"]
+            + [p for p in pols if kinds[p] == "static"]
         )
         columns = ["policy"] + [f"@ {_budget_text(float(scale(b)))} {scale.label}" for b in bud]
         rows = []
@@ -489,13 +498,15 @@ def budget_tables(
             )
         if any_dash:
             notes.append(f"{DASH} the budget lies outside the policy's cost range (no extrapolation).")
-        if "static" in order:
+        static = [p for p in order if kinds[p] == "static"]
+        if static:
             notes.append(
-                "static: every sample leaves at one fixed exit (one point per exit); between two "
-                "exits, the line is what sending a share of the samples to each would give."
+                f"{', '.join(static)}: every sample leaves at one fixed exit (one point per "
+                "exit); between two exits, the line is what sending a share of the samples to "
+                "each would give."
             )
         for p in pols:
-            if policy_kind(p) == "oracle":
+            if kinds[p] == "oracle":
                 sub = df[df["policy"] == p]
                 x, y = curve_xy(sub["test_cost"], sub["test_acc"])
                 if x.size:
@@ -529,8 +540,6 @@ _METRICS = {
     "speedup_vs_last_exit": ("speedup vs last exit (×)", "ratio", True),
     "speedup_vs_last": ("speedup vs last exit (×)", "ratio", True),
 }
-_AT_COST = re.compile(r"at cost\s+([-+0-9.eE]+)")
-_RANGE = re.compile(r"over cost \[([-+0-9.eE]+),\s*([-+0-9.eE]+)\]")
 
 
 def _metric_spec(metric: str, unit: str) -> tuple[str, str, bool]:
@@ -547,24 +556,23 @@ def _metric_spec(metric: str, unit: str) -> tuple[str, str, bool]:
 
 
 def _at_cost(row: pd.Series) -> float:
-    v = row.get("at_cost", math.nan)
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        v = math.nan
+    """The cost a point metric is read at: its ``at_cost``, else its cost range when that
+    is one point (``cost_lo == cost_hi``); NaN otherwise. The prose ``note`` is never read."""
+    v = _as_float(row.get("at_cost", math.nan))
     if np.isfinite(v):
         return v
-    m = _AT_COST.search(str(row.get("note", "")))
-    return float(m.group(1)) if m else math.nan
+    lo, hi = _as_float(row.get("cost_lo", math.nan)), _as_float(row.get("cost_hi", math.nan))
+    return lo if np.isfinite(lo) and lo == hi else math.nan
 
 
 def _interpolated(row: pd.Series) -> bool:
+    """The row's ``interpolated`` column (False where the frame has none)."""
     v = row.get("interpolated", None)
     if isinstance(v, (bool, np.bool_)):
         return bool(v)
     if isinstance(v, str) and v.strip():
         return v.strip().lower() in ("true", "1", "yes")
-    return "interpolat" in str(row.get("note", "")).lower()
+    return False
 
 
 def _fmt_ci(value: float, lo: float, hi: float, kind: str) -> Cell:
@@ -598,9 +606,10 @@ def summary_tables(summary: pd.DataFrame, scale: CostScale) -> list[Table]:
                 header = header.replace("{cost}", where)
             cols.append((metric, at, header, kind, higher))
         pols = ordered(df["policy"])
+        kinds = policy_kinds(df, "summary")
         rows, skip, any_dagger = [], [], False
         for i, p in enumerate(pols):
-            if policy_kind(p) == "oracle":
+            if kinds[p] == "oracle":
                 skip.append(i)
             row = [Cell(p)]
             for metric, at, _, kind, _ in cols:
@@ -631,13 +640,7 @@ def summary_tables(summary: pd.DataFrame, scale: CostScale) -> list[Table]:
                 mark_significant_best(rows, 1 + j, higher, pols, _summary_evidence(sel), skip)
             )
         notes = ["Test split; each cell gives the estimate and its confidence interval [low, high]."]
-        boot = ordered(
-            seg.strip()
-            for note in df.get("note", []) if isinstance(note, str)
-            for seg in note.split(";")
-            if "bootstrap" in seg or "no interval" in seg
-        )
-        notes += [f"Interval: {b}." for b in boot]
+        notes += [f"Interval: {b}." for b in _interval_sentences(df)]
         for metric, *_ in cols:
             if metric in ("mean_accuracy", "auc"):
                 rng = _mean_acc_range(df[df["metric"].astype(str) == metric])
@@ -696,11 +699,34 @@ def _as_float(v: Any) -> float:
 
 
 def _mean_acc_range(df: pd.DataFrame) -> tuple[float, float] | None:
-    for note in df.get("note", []):
-        m = _RANGE.search(str(note))
-        if m:
-            return float(m.group(1)), float(m.group(2))
+    """The cost range of mean-accuracy rows (their ``cost_lo``, ``cost_hi``: the first
+    finite pair); None for results written before those columns existed."""
+    if "cost_lo" not in df.columns or "cost_hi" not in df.columns:
+        return None
+    for lo, hi in zip(df["cost_lo"].map(_as_float), df["cost_hi"].map(_as_float)):
+        if np.isfinite(lo) and np.isfinite(hi):
+            return lo, hi
     return None
+
+
+def _interval_sentences(df: pd.DataFrame) -> list[str]:
+    """How the intervals of summary rows were made, one sentence per distinct setting, from
+    their ci_level, n_boot and boot_seed columns. Results written before those columns
+    existed get one general sentence when they carry intervals at all."""
+    need = ("ci_level", "n_boot", "boot_seed")
+    if not all(c in df.columns for c in need):
+        has_ci = "ci_low" in df.columns and np.isfinite(
+            df["ci_low"].map(_as_float).to_numpy(dtype=np.float64)).any()
+        return ["percentile bootstrap over test resamples, exits fixed per point"] if has_ci else []
+    out = []
+    for level, n, seed in zip(*(df[c].map(_as_float) for c in need)):
+        if np.isfinite(n) and n > 0 and np.isfinite(level):
+            seed_text = f" (seed {int(seed)})" if np.isfinite(seed) else ""
+            out.append(f"{level:.0%} percentile bootstrap, {int(n)} test resamples{seed_text}, "
+                       "exits fixed per point")
+        else:
+            out.append("none (no bootstrap for these rows)")
+    return ordered(out)
 
 
 def speed_table(speed: pd.DataFrame) -> Table:

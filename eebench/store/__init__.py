@@ -30,6 +30,9 @@ _LAZY = {
     "extraction_identity": "eebench.store.logitstore",
     "identity_key": "eebench.store.logitstore",
     "indices_sha256": "eebench.store.logitstore",
+    "load_source": "eebench.store.sources",
+    "split_logitset": "eebench.store.splits",
+    "subsets": "eebench.store.splits",
 }
 
 # The lazy names for type checkers and editors; at run time __getattr__ loads them.
@@ -55,6 +58,8 @@ if TYPE_CHECKING:
         identity_key,
         indices_sha256,
     )
+    from eebench.store.sources import load_source
+    from eebench.store.splits import split_logitset, subsets
 
 __all__ = [  # sorted(_LAZY), written out so that linters and type checkers can read it
     "AmbiguousReferenceError",
@@ -75,6 +80,9 @@ __all__ = [  # sorted(_LAZY), written out so that linters and type checkers can 
     "indices_sha256",
     "load_msdnet_logits",
     "load_npz_logits",
+    "load_source",
+    "split_logitset",
+    "subsets",
 ]
 
 

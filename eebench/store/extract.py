@@ -35,6 +35,7 @@ from eebench.store.logitstore import (
     atomic_file,
     cast_logits,
     check_logit_dtype,
+    extraction_identity,
     identity_key,
 )
 from eebench.store.validate import check_costs, check_features, check_values
@@ -347,12 +348,42 @@ def extract_logits(
     whose exits do not end in an nn.Linear is refused). Without it the identity, and so
     every existing key, is unchanged.
     """
-
     dt = check_logit_dtype(dtype)
+    _check_batching(batch_size, chunk_size)
+    ident = _full_identity(identity, dt, features=features, autocast=autocast)
+    key = identity_key(ident)
+    world = world or current_world()
+
+    if _found(store, key, name):
+        return key
+    store.check_name(name, key)  # fail before hours of work, not after
+    num_exits, exit_names, costs = _check_exits(model, exit_names, costs)
+    n, ids = _sample_ids(dataset)
+
+    args = {"n": n, "ids": ids, "costs": costs, "cost_counter": cost_counter,
+            "exit_names": exit_names, "num_exits": num_exits, "name": name,
+            "batch_size": batch_size, "chunk_size": chunk_size, "dt": dt, "device": device,
+            "num_workers": num_workers, "progress": progress, "autocast": autocast,
+            "channels_last": channels_last, "world": world, "features": features}
+    if world.size > 1:  # the ranks share the work folder; rank 0 alone commits
+        return _extract(model, dataset, store, key, ident, **args)
+    with _extraction_lock(store, key):
+        if _found(store, key, name):  # another process extracted it while this one waited
+            return key
+        return _extract(model, dataset, store, key, ident, **args)
+
+
+def _check_batching(batch_size: Any, chunk_size: Any) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise StoreError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise StoreError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+
+
+def _full_identity(identity: Mapping[str, Any], dt: np.dtype, *, features: Any,
+                   autocast: str | None) -> dict[str, Any]:
+    """``identity`` with what else changes the logits: the dtype, features (only when
+    stored, so that every key made without them stays the same) and autocast."""
     ident = dict(identity)
     if "dtype" in ident and ident["dtype"] != dt.name:
         raise StoreError(
@@ -374,29 +405,43 @@ def extract_logits(
         if autocast not in AUTOCAST_DTYPES:
             raise StoreError(f"autocast must be one of {sorted(AUTOCAST_DTYPES)} or None, got {autocast!r}")
         ident["autocast"] = autocast
-    key = identity_key(ident)
-    world = world or current_world()
+    return ident
 
-    if store.has_key(key):
-        if name is not None:
-            store.rename(key, name, replace=False)
-        return key
-    store.check_name(name, key)  # fail before hours of work, not after
 
+def _found(store: LogitStore, key: str, name: str | None) -> bool:
+    """Whether the entry exists already (then renamed to ``name``, if given)."""
+    if not store.has_key(key):
+        return False
+    if name is not None:
+        store.rename(key, name, replace=False)
+    return True
+
+
+def _check_exits(
+    model: Any, exit_names: Sequence[str] | None, costs: Sequence[float] | np.ndarray | None,
+) -> tuple[int | None, Sequence[str] | None, np.ndarray | None]:
+    """(number of exits (None when the model does not say), exit names (the model's by
+    default), checked costs): one cost and one name per exit, before hours of work."""
     model_exits = list(getattr(model, "exits", []) or [])
     num_exits = len(model_exits) or None
     if exit_names is None:
         exit_names = model_exits or None
     if exit_names is not None and num_exits is not None and len(exit_names) != num_exits:
         raise StoreError(f"{len(exit_names)} exit names for a model with {num_exits} exits")
-    if costs is not None:
-        costs = check_costs(costs, "costs")  # before hours of work, not after
-        expect = num_exits or (len(exit_names) if exit_names is not None else None)
-        if expect is not None and costs.shape[0] != expect:
-            raise StoreError(
-                f"{costs.shape[0]} costs for a model with {expect} exits; give one cumulative "
-                "cost per exit"
-            )
+    if costs is None:
+        return num_exits, exit_names, None
+    checked = check_costs(costs, "costs")
+    expect = num_exits or (len(exit_names) if exit_names is not None else None)
+    if expect is not None and checked.shape[0] != expect:
+        raise StoreError(
+            f"{checked.shape[0]} costs for a model with {expect} exits; give one cumulative "
+            "cost per exit"
+        )
+    return num_exits, exit_names, checked
+
+
+def _sample_ids(dataset: Any) -> tuple[int, np.ndarray]:
+    """The number of items of a non-empty data set and their ids (its ``ids``, else 0..N-1)."""
     n = len(dataset)
     if n == 0:
         raise StoreError("the data set is empty; nothing to extract")
@@ -404,20 +449,63 @@ def extract_logits(
     ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids).reshape(-1)
     if ids.shape[0] != n:
         raise StoreError(f"the data set has {n} items but {ids.shape[0]} ids")
+    return n, ids
 
-    args = {"n": n, "ids": ids, "costs": costs, "cost_counter": cost_counter,
-            "exit_names": exit_names, "num_exits": num_exits, "name": name,
-            "batch_size": batch_size, "chunk_size": chunk_size, "dt": dt, "device": device,
-            "num_workers": num_workers, "progress": progress, "autocast": autocast,
-            "channels_last": channels_last, "world": world, "features": features}
-    if world.size > 1:  # the ranks share the work folder; rank 0 alone commits
-        return _extract(model, dataset, store, key, ident, **args)
-    with _extraction_lock(store, key):
-        if store.has_key(key):  # another process extracted it while this one waited
-            if name is not None:
-                store.rename(key, name, replace=False)
-            return key
-        return _extract(model, dataset, store, key, ident, **args)
+
+def extract_view_logits(
+    model: Any,
+    model_name: str,
+    view: Any,
+    split: str,
+    store: Any,
+    *,
+    costs: Any = None,
+    weights_sha256: str | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    progress: bool = True,
+    autocast: str | None = None,
+    num_workers: int = 0,
+    world: Any = None,
+    chunk_size: int = 1024,
+    features: bool = False,
+) -> str:
+    """Cache ``model``'s logits on one split view (with the model's eval transform) under
+    the identity every caller shares, so a suite run and an accuracy check find each
+    other's entries; returns the store key. ``costs`` is the model's ExitCosts, if counted;
+    ``features`` stores each exit's pre-logit features too (a separate entry)."""
+    from eebench.zoo.checkpoint import state_dict_sha256
+
+    view = view.with_eval_transform(model.config)
+    desc = view.describe()
+    identity = extraction_identity(
+        model=model_name,
+        model_config=model.config.to_dict(),
+        weights_sha256=weights_sha256 or state_dict_sha256(model),
+        dataset=desc["name"],
+        dataset_params={**desc["params"], "split_rule": desc.get("split_rule")},
+        split=split,
+        split_indices=view.ids,
+        transform=desc["transform"],
+        dtype="float32",
+    )
+    return extract_logits(
+        model, view, store, identity,
+        costs=costs.macs if costs is not None else None,
+        cost_counter=(
+            {"convention": costs.convention, "input_size": list(costs.input_size)}
+            if costs is not None else None
+        ),
+        exit_names=list(model.exits),
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        autocast=autocast,
+        num_workers=num_workers,
+        world=world,
+        chunk_size=chunk_size,
+        features=features,
+    )
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from eebench.errors import DataError
+from eebench.errors import DataError, InputError
 from eebench.store.logitset import KINDS, LogitSet
 from eebench.store.logitstore import (
     LOGIT_DTYPES,
@@ -160,7 +160,7 @@ def _read_npy_header(f: Any) -> _NpyHeader:
         raise StoreError(f".npy format version {version[0]}.{version[1]} is not read here; "
                          "save the array with numpy's default format")
     if dtype.hasobject:
-        raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+        raise InputError("Object arrays cannot be loaded when allow_pickle=False")
     return _NpyHeader(np.dtype(dtype), tuple(int(s) for s in shape), bool(fortran), f.tell())
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from eebench.errors import DataError
+from eebench.errors import DataError, InputTypeError
 from eebench.store.manifest import KINDS
 from eebench.store.validate import check_costs
 
@@ -125,3 +125,11 @@ def _check_feature_shapes(features: Any, n: int, k: int) -> list[np.ndarray]:
             raise DataError(f"features of exit {j} have dtype {arr.dtype}, not floating point")
         out.append(arr)
     return out
+
+
+def check_logitset(ls: Any, what: str) -> None:
+    """Fail early, and say what was expected, when something else than a LogitSet comes in."""
+    if not all(hasattr(ls, a) for a in ("logits", "labels", "costs", "kind")):
+        raise InputTypeError(
+            f"{what} must be an eebench.store.logitset.LogitSet, got {type(ls).__name__}"
+        )

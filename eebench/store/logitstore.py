@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import eebench.store.manifest as _manifest
 from eebench.outputs import atomic_file, exchange_paths, fsync_path
 from eebench.provenance import package_versions
-from eebench.store import manifest as _manifest
 from eebench.store.logitset import LogitSet
 
 # Listing needs no numpy, so the layout constants, the store's errors and the manifest

@@ -21,7 +21,7 @@ import math
 import os
 import time
 from collections.abc import Sequence, Sized
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from eebench.errors import InputError, InputTypeError
 from eebench.zoo.base import MultiExitModel
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -88,16 +89,16 @@ def multi_exit_loss(
     mirrors (default: all 1, as MSDNet).
     """
     if not logits:
-        raise ValueError("multi_exit_loss needs the logits of at least one exit")
+        raise InputError("multi_exit_loss needs the logits of at least one exit")
     k = len(logits)
     weights = [1.0] * k if exit_weights is None else [float(w) for w in exit_weights]
     if len(weights) != k:
-        raise ValueError(f"{len(weights)} exit_weights for {k} exits; give one weight per exit")
+        raise InputError(f"{len(weights)} exit_weights for {k} exits; give one weight per exit")
     # a Tensor: logits is not empty (checked above), so sum() never returns its start value 0
     loss = cast(torch.Tensor, sum(w * F.cross_entropy(z, target) for w, z in zip(weights, logits)))
     if distill_alpha:
         if distill_temperature <= 0:
-            raise ValueError(f"distill_temperature must be positive, got {distill_temperature}")
+            raise InputError(f"distill_temperature must be positive, got {distill_temperature}")
         t = float(distill_temperature)
         teacher = F.softmax(logits[-1].detach() / t, dim=1)
         kd = sum(
@@ -141,7 +142,7 @@ def _check_rebuild(model: MultiExitModel, name: str, overrides: dict[str, Any]) 
     from eebench.zoo.registry import create_model, is_model
 
     if not is_model(name):
-        raise ValueError(
+        raise InputError(
             f"checkpoints are rebuilt by model name, and {name!r} is not registered; register the "
             "model (eebench.zoo.register_model) or pass model_name= and model_overrides="
         )
@@ -161,7 +162,7 @@ def _check_rebuild(model: MultiExitModel, name: str, overrides: dict[str, Any]) 
             + [f"config field {k}: trained {now.get(k)} vs rebuilt {built.get(k)}" for k in changed]
         )
     if problem:
-        raise ValueError(
+        raise InputError(
             f"create_model({name!r}, **{overrides}) does not rebuild the model being trained "
             f"({problem}); pass the overrides the model was built with as model_overrides="
         )
@@ -182,7 +183,7 @@ def _lr_lambda(total: int, warmup: int, scheduler: str):
 def _len(ds: Dataset) -> int:
     """``len(ds)``: torch's ``Dataset`` leaves ``__len__`` optional, training needs it."""
     if not isinstance(ds, Sized):
-        raise TypeError(f"object of type {type(ds).__name__!r} has no len()")  # as len() says
+        raise InputTypeError(f"object of type {type(ds).__name__!r} has no len()")  # as len() says
     return len(ds)
 
 
@@ -191,6 +192,45 @@ def _describe(ds: Dataset | None) -> Any:
     if ds is None:
         return None
     return _plain(describe()) if callable(describe) else {"type": type(ds).__name__, "n": _len(ds)}
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """A training recipe: the keywords of :func:`train_multi_exit` other than the model, the
+    data and where the result goes. Checked when made, so a bad recipe fails before any work."""
+
+    epochs: int
+    lr: float
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    scheduler: str = "cosine"
+    warmup_epochs: int = 0
+    distill_alpha: float | None = None
+    distill_temperature: float = 1.0
+    exit_weights: Sequence[float] | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise InputError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1 or self.lr <= 0:
+            raise InputError(
+                f"batch_size must be >= 1 and lr > 0, got {self.batch_size} and {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise InputError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if self.distill_alpha is not None and self.distill_alpha < 0:
+            raise InputError(f"distill_alpha must be >= 0 (or None), got {self.distill_alpha}")
+
+    def recipe(self) -> dict[str, Any]:
+        """The recipe as a checkpoint records it (``exit_weights`` as a list)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["exit_weights"] = list(self.exit_weights) if self.exit_weights is not None else None
+        return out
 
 
 def train_multi_exit(
@@ -227,126 +267,25 @@ def train_multi_exit(
     at the end with the model's name (default ``model.config.name``), the
     ``model_overrides`` that rebuild it (checked before training starts), its
     config, the recipe and the history; :func:`load_trained` reads them back.
+    The recipe keywords make a :class:`TrainingConfig`.
     """
-    from timm.optim import param_groups_weight_decay
-    from tqdm.auto import tqdm
-
-    import eebench
-
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if batch_size < 1 or lr <= 0:
-        raise ValueError(f"batch_size must be >= 1 and lr > 0, got {batch_size} and {lr}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    if scheduler not in SCHEDULERS:
-        raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
-    if distill_alpha is not None and distill_alpha < 0:
-        raise ValueError(f"distill_alpha must be >= 0 (or None), got {distill_alpha}")
-    if _len(train_set) == 0:
-        raise ValueError("train_set is empty")
-    n_classes = getattr(train_set, "num_classes", None)
-    if n_classes is not None and n_classes > model.config.num_classes:
-        raise ValueError(
-            f"the data set has {n_classes} classes but {model.config.name} has "
-            f"{model.config.num_classes} outputs; build it with num_classes={n_classes}"
-        )
+    cfg = TrainingConfig(
+        epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
+        weight_decay=weight_decay, momentum=momentum, scheduler=scheduler,
+        warmup_epochs=warmup_epochs, distill_alpha=distill_alpha,
+        distill_temperature=distill_temperature, exit_weights=exit_weights, seed=seed,
+        device=device,
+    )
+    _check_data(model, train_set)
     name = model_name or model.config.name
     overrides = dict(model_overrides or {})
     if checkpoint_path is not None:
         _check_rebuild(model, name, overrides)
-    train_config = {
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "optimizer": optimizer,
-        "weight_decay": weight_decay,
-        "momentum": momentum,
-        "scheduler": scheduler,
-        "warmup_epochs": warmup_epochs,
-        "distill_alpha": distill_alpha,
-        "distill_temperature": distill_temperature,
-        "exit_weights": list(exit_weights) if exit_weights is not None else None,
-        "seed": seed,
-        "device": device,
-        "train_set": _describe(train_set),
-        "val_set": _describe(val_set),
-    }
+    train_config = {**cfg.recipe(), "train_set": _describe(train_set), "val_set": _describe(val_set)}
     start = time.perf_counter()
-    history: list[dict[str, Any]] = []
     with torch.random.fork_rng(devices=[]):  # leave the caller's generator as it was
         torch.manual_seed(seed)
-        model.to(device)
-        groups = param_groups_weight_decay(model, weight_decay)
-        if optimizer == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum)
-        else:
-            opt = torch.optim.AdamW(groups, lr=lr)
-        n = _len(train_set)
-        drop_last = n > batch_size and n % batch_size == 1  # a batch of one breaks BatchNorm
-        loader = DataLoader(
-            train_set,
-            batch_size=batch_size,
-            shuffle=True,
-            num_workers=0,
-            drop_last=drop_last,
-            generator=torch.Generator().manual_seed(seed),
-        )
-        steps = len(loader)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, _lr_lambda(epochs * steps, warmup_epochs * steps, scheduler)
-        )
-        for epoch in range(epochs):
-            t0 = time.perf_counter()
-            model.train()
-            total, seen = 0.0, 0
-            correct: torch.Tensor | None = None
-            bar = tqdm(
-                loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress
-            )
-            for x, y in bar:
-                x, y = x.to(device), y.to(device)
-                logits = model(x)
-                loss = multi_exit_loss(
-                    logits,
-                    y,
-                    distill_alpha=distill_alpha,
-                    distill_temperature=distill_temperature,
-                    exit_weights=exit_weights,
-                )
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training loss became {loss.item()} in epoch {epoch + 1}; lower lr "
-                        f"(now {lr})"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                with torch.no_grad():
-                    hits = torch.stack([(z.argmax(1) == y).sum() for z in logits]).cpu()
-                correct = hits if correct is None else correct + hits
-                total += loss.item() * y.shape[0]
-                seen += y.shape[0]
-                bar.set_postfix(loss=f"{total / seen:.4f}")
-            entry: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "loss": total / seen,
-                "train_acc": (correct.double() / seen).tolist() if correct is not None else None,
-                "val_acc": None,
-                "lr": float(opt.param_groups[0]["lr"]),
-            }
-            if val_set is not None:
-                entry["val_acc"] = evaluate_exits(model, val_set, device=device)
-            entry["seconds"] = time.perf_counter() - t0
-            history.append(entry)
-            if progress:
-                acc = entry["val_acc"] or entry["train_acc"]
-                which = "val" if entry["val_acc"] else "train"
-                tqdm.write(
-                    f"epoch {epoch + 1}/{epochs}  loss {entry['loss']:.4f}  {which} acc per exit "
-                    + " ".join(f"{a:.3f}" for a in acc)
-                )
+        history = _fit(model, train_set, val_set, cfg, progress)
         test_acc = evaluate_exits(model, test_set, device=device) if test_set is not None else None
     seconds = time.perf_counter() - start
     saved = None
@@ -354,21 +293,7 @@ def train_multi_exit(
         train_config["test_set"] = _describe(test_set)
         train_config["test_acc"] = test_acc
         train_config["seconds"] = seconds
-        ckpt = {
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "model_name": name,
-            "model_overrides": _plain(overrides),
-            "model_config": _plain(model.config.to_dict()),
-            "train_config": _plain(train_config),
-            "history": _plain(history),
-            "eebench_version": eebench.__version__,
-        }
-        path = Path(checkpoint_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-        saved = str(path)
+        saved = _save_checkpoint(checkpoint_path, model, name, overrides, train_config, history)
     return TrainResult(
         history=history,
         final_accuracy=history[-1]["val_acc"],
@@ -379,6 +304,142 @@ def train_multi_exit(
     )
 
 
+def _check_data(model: MultiExitModel, train_set: Dataset) -> None:
+    """Refuse an empty training set, or one with more classes than the model has outputs."""
+    if _len(train_set) == 0:
+        raise InputError("train_set is empty")
+    n_classes = getattr(train_set, "num_classes", None)
+    if n_classes is not None and n_classes > model.config.num_classes:
+        raise InputError(
+            f"the data set has {n_classes} classes but {model.config.name} has "
+            f"{model.config.num_classes} outputs; build it with num_classes={n_classes}"
+        )
+
+
+def _fit(model: MultiExitModel, train_set: Dataset, val_set: Dataset | None,
+         cfg: TrainingConfig, progress: bool) -> list[dict[str, Any]]:
+    """Run every epoch (under the caller's seeded generator); returns the history."""
+    from tqdm.auto import tqdm
+
+    model.to(cfg.device)
+    opt = _make_optimizer(model, cfg)
+    loader = _make_loader(train_set, cfg)
+    steps = len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(cfg.epochs * steps, cfg.warmup_epochs * steps, cfg.scheduler)
+    )
+    history: list[dict[str, Any]] = []
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        entry = _train_epoch(model, loader, opt, sched, cfg, epoch, progress)
+        if val_set is not None:
+            entry["val_acc"] = evaluate_exits(model, val_set, device=cfg.device)
+        entry["seconds"] = time.perf_counter() - t0
+        history.append(entry)
+        if progress:
+            acc = entry["val_acc"] or entry["train_acc"]
+            which = "val" if entry["val_acc"] else "train"
+            tqdm.write(
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {entry['loss']:.4f}  {which} acc per exit "
+                + " ".join(f"{a:.3f}" for a in acc)
+            )
+    return history
+
+
+def _make_optimizer(model: MultiExitModel, cfg: TrainingConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW; weight decay skips biases and normalisation parameters."""
+    from timm.optim import param_groups_weight_decay
+
+    groups = param_groups_weight_decay(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _make_loader(train_set: Dataset, cfg: TrainingConfig) -> DataLoader:
+    """Shuffled batches in an order fixed by the seed (its own generator, no workers)."""
+    n = _len(train_set)
+    drop_last = n > cfg.batch_size and n % cfg.batch_size == 1  # a batch of one breaks BatchNorm
+    return DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        num_workers=0,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+
+
+def _train_epoch(model: MultiExitModel, loader: DataLoader, opt: torch.optim.Optimizer,
+                 sched: torch.optim.lr_scheduler.LambdaLR, cfg: TrainingConfig, epoch: int,
+                 progress: bool) -> dict[str, Any]:
+    """One pass over the training batches; returns the epoch's history entry (mean loss,
+    per-exit training accuracy, the learning rate at its end; ``val_acc`` still None)."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    total, seen = 0.0, 0
+    correct: torch.Tensor | None = None
+    bar = tqdm(
+        loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress
+    )
+    for x, y in bar:
+        x, y = x.to(cfg.device), y.to(cfg.device)
+        logits = model(x)
+        loss = multi_exit_loss(
+            logits,
+            y,
+            distill_alpha=cfg.distill_alpha,
+            distill_temperature=cfg.distill_temperature,
+            exit_weights=cfg.exit_weights,
+        )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss became {loss.item()} in epoch {epoch + 1}; lower lr "
+                f"(now {cfg.lr})"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            hits = torch.stack([(z.argmax(1) == y).sum() for z in logits]).cpu()
+        correct = hits if correct is None else correct + hits
+        total += loss.item() * y.shape[0]
+        seen += y.shape[0]
+        bar.set_postfix(loss=f"{total / seen:.4f}")
+    return {
+        "epoch": epoch + 1,
+        "loss": total / seen,
+        "train_acc": (correct.double() / seen).tolist() if correct is not None else None,
+        "val_acc": None,
+        "lr": float(opt.param_groups[0]["lr"]),
+    }
+
+
+def _save_checkpoint(checkpoint_path: str | Path, model: MultiExitModel, name: str,
+                     overrides: dict[str, Any], train_config: dict[str, Any],
+                     history: list[dict[str, Any]]) -> str:
+    """Write the checkpoint :func:`load_trained` reads (whole or not at all); returns its path."""
+    import eebench
+
+    ckpt = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_name": name,
+        "model_overrides": _plain(overrides),
+        "model_config": _plain(model.config.to_dict()),
+        "train_config": _plain(train_config),
+        "history": _plain(history),
+        "eebench_version": eebench.__version__,
+    }
+    path = Path(checkpoint_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return str(path)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by :func:`train_multi_exit`, loaded with ``weights_only=True``."""
     path = Path(path)
@@ -387,7 +448,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     obj = torch.load(path, map_location="cpu", weights_only=True)
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(obj, dict) or k not in obj]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{path} is not an eebench training checkpoint (missing {missing}); for a bare "
             "state_dict use eebench.zoo.create_model(name, checkpoint=path, ...)"
         )
@@ -461,7 +522,7 @@ def train_on_dataset(
     )
     missing = [s for s in ("train", "test") if s not in views]
     if missing:
-        raise ValueError(f"training needs train and test splits; this rule gives {list(views)}")
+        raise InputError(f"training needs train and test splits; this rule gives {list(views)}")
     overrides = dict(model_overrides or {})
     overrides.setdefault("num_classes", full.num_classes)
     with torch.random.fork_rng(devices=[]):

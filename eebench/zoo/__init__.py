@@ -7,17 +7,20 @@ from eebench.zoo import cfvit, chase, dvt, dynperceiver, mcga, msdnet, ranet, ti
 from eebench.zoo.base import ModelConfig, MultiExitModel, TruncatedModel
 from eebench.zoo.checkpoint import CheckpointMismatchError, load_checkpoint
 from eebench.zoo.registry import (
+    MODELS,
     UnknownModelError,
     create_model,
     describe_model,
     is_model,
     list_families,
     list_models,
+    model_name,
     model_table,
     register_model,
 )
 
 __all__ = [
+    "MODELS",
     "CheckpointMismatchError",
     "ModelConfig",
     "MultiExitModel",
@@ -29,6 +32,7 @@ __all__ = [
     "list_families",
     "list_models",
     "load_checkpoint",
+    "model_name",
     "model_table",
     "register_model",
 ]

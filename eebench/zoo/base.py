@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from eebench.errors import InputError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -130,7 +132,7 @@ def check_keep(keep: Any, rows: int) -> torch.Tensor | None:
     if keep is None:
         return None
     if not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or keep.shape != (rows,):
-        raise ValueError(
+        raise InputError(
             f"iter_exits expects a bool keep-mask of shape ({rows},) (one entry per row of the "
             f"logits just yielded), got {getattr(keep, 'dtype', type(keep).__name__)} of shape "
             f"{tuple(getattr(keep, 'shape', ()))}"

@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eebench.errors import InputError, InputTypeError
 from eebench.zoo.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -211,7 +212,7 @@ class CFViT(MultiExitModel):
         why = f" (the global class attention starts at encoder {EMA_START + 1})"
         _check_int("depth", depth, EMA_START + 1, why=why)
         if embed_dim % num_heads:
-            raise ValueError(
+            raise InputError(
                 f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})"
             )
         self.alpha = check_alpha(alpha)
@@ -280,7 +281,7 @@ class CFViT(MultiExitModel):
     def _check_input(self, x: torch.Tensor) -> None:
         size = self.config.input_size
         if x.dim() != 4 or tuple(x.shape[1:]) != size:
-            raise ValueError(
+            raise InputError(
                 f"{self.config.name or 'CF-ViT'} takes images of shape (N, {size[0]}, {size[1]}, "
                 f"{size[2]}) (config.input_size: the fine grid {self.fine_grid}x{self.fine_grid} "
                 f"of {PATCH}-pixel patches; the coarse pass resizes to {PATCH * self.coarse_grid}"
@@ -363,13 +364,13 @@ class CFViT(MultiExitModel):
 
 def _check_int(name: str, value: Any, minimum: int, why: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}{why}, got {value!r}")
+        raise InputError(f"{name} must be an integer >= {minimum}{why}, got {value!r}")
 
 
 def check_alpha(alpha: Any) -> float:
     """The fraction of coarse patches to re-split: a number in (0, 1]."""
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha <= 1:
-        raise ValueError(
+        raise InputError(
             f"alpha (fraction of coarse patches re-split in the fine pass) must be a number "
             f"in (0, 1], e.g. 0.5 as in the paper; got {alpha!r}"
         )
@@ -379,7 +380,7 @@ def check_alpha(alpha: Any) -> float:
 def check_beta(beta: Any) -> float:
     """The decay of the global class attention's moving average: a number in [0, 1)."""
     if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 <= beta < 1:
-        raise ValueError(
+        raise InputError(
             f"beta (decay of the global class attention's moving average) must be a number "
             f"in [0, 1), e.g. 0.99 as in the paper; at 1 the average never leaves 0; "
             f"got {beta!r}"
@@ -389,7 +390,7 @@ def check_beta(beta: Any) -> float:
 
 def _deit_small(name: str, coarse_grid: int, num_classes: int, overrides: dict[str, Any]) -> CFViT:
     if "coarse_grid" in overrides:
-        raise ValueError(
+        raise InputError(
             f"{name} fixes coarse_grid={coarse_grid}; use "
             + " or ".join(f"{n!r}" for n in ("cfvit_deit_small", "cfvit_deit_small_9x9"))
             + " for the other grid"
@@ -397,7 +398,7 @@ def _deit_small(name: str, coarse_grid: int, num_classes: int, overrides: dict[s
     known = {"alpha", "beta", "embed_dim", "depth", "num_heads", "mlp_ratio"}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise TypeError(
+        raise InputTypeError(
             f"{name} got unknown options {unknown}; it accepts num_classes and {sorted(known)}"
         )
     return CFViT(coarse_grid=coarse_grid, num_classes=num_classes, name=name, **overrides)

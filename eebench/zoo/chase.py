@@ -144,6 +144,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from eebench.errors import InputError
 from eebench.zoo.base import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -425,7 +426,7 @@ class CHASE(MultiExitModel):
                     cam_h: CAM | None
                     if s == last and b in gal_set:
                         if cs[s] % gal_heads:
-                            raise ValueError(
+                            raise InputError(
                                 f"GAL in block {b} (layer {ell}) sees {cs[s]} channels, which "
                                 f"{gal_heads} heads do not divide; choose gal_heads among the "
                                 f"divisors of {cs[s]} or change channels/growth_rate"
@@ -488,7 +489,7 @@ class CHASE(MultiExitModel):
 
     def iter_exits(self, x: torch.Tensor) -> Generator[tuple[int, torch.Tensor], Any, None]:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(
+            raise InputError(
                 f"{self.config.name or 'CHASE'} takes RGB image batches of shape (N, 3, H, W), "
                 f"got {tuple(x.shape)}; input size is {self.config.input_size}"
             )
@@ -547,7 +548,7 @@ def _check_args(
 ) -> set[int]:
     def positive(name: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
 
     for arg, value in [
         ("num_classes", num_classes),
@@ -563,7 +564,7 @@ def _check_args(
         positive("head_width", head_width)
     positive("growth_rate", growth_rate)
     if growth_rate % 2:
-        raise ValueError(
+        raise InputError(
             f"growth_rate must be even (a scale with a finer neighbour splits its growth "
             f"between f and h), got {growth_rate}"
         )
@@ -573,50 +574,50 @@ def _check_args(
         or len(gr_factor) < 1
         or len(gr_factor) != len(bn_factor)
     ):
-        raise ValueError(
+        raise InputError(
             f"gr_factor and bn_factor need one entry per scale, got {gr_factor!r} and {bn_factor!r}"
         )
     for f in [*gr_factor, *bn_factor]:
         positive("every gr_factor/bn_factor entry", f)
     if n_blocks > len(gr_factor):
-        raise ValueError(
+        raise InputError(
             f"n_blocks={n_blocks} exceeds the {len(gr_factor)} scales: each block after the "
             f"first discards the finest scale (Eq. 2), so give at most {len(gr_factor)} blocks "
             "or more scales (gr_factor/bn_factor)"
         )
     if kappa > n_blocks * layers:
-        raise ValueError(
+        raise InputError(
             f"kappa={kappa} exceeds the {n_blocks * layers} layers ({n_blocks} blocks of "
             f"{layers}); an exit every kappa layers needs kappa <= n_blocks * layers"
         )
     if not 0 < reduction <= 1:
-        raise ValueError(f"reduction must be in (0, 1] (0.5 halves the channels), got {reduction}")
+        raise InputError(f"reduction must be in (0, 1] (0.5 halves the channels), got {reduction}")
     if (
         isinstance(gal_mlp_ratio, bool)
         or not isinstance(gal_mlp_ratio, int | float)
         or not (gal_mlp_ratio >= 0)
     ):
-        raise ValueError(
+        raise InputError(
             f"gal_mlp_ratio must be a number >= 0 (0 leaves GAL without an MLP), "
             f"got {gal_mlp_ratio!r}"
         )
     if not isinstance(cam, bool):
-        raise ValueError(f"cam must be True or False, got {cam!r}")
+        raise InputError(f"cam must be True or False, got {cam!r}")
     if isinstance(gal_blocks, str | int) or not all(
         isinstance(b, int) and not isinstance(b, bool) for b in gal_blocks
     ):
-        raise ValueError(
+        raise InputError(
             f"gal_blocks must be a sequence of 0-based block indices (0..{n_blocks - 1}), e.g. "
             f"({n_blocks - 1},) for GAL in the last block; got {gal_blocks!r}"
         )
     bad = [b for b in gal_blocks if not 0 <= b < n_blocks]
     if bad:
-        raise ValueError(
+        raise InputError(
             f"gal_blocks {list(gal_blocks)} names blocks {bad} outside 0..{n_blocks - 1} "
             f"(the model has {n_blocks} blocks)"
         )
     if len(set(gal_blocks)) != len(gal_blocks):
-        raise ValueError(f"gal_blocks lists a block twice: {list(gal_blocks)}")
+        raise InputError(f"gal_blocks lists a block twice: {list(gal_blocks)}")
     return set(gal_blocks)
 
 

@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eebench.errors import InputError, InputTypeError
 from eebench.zoo.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -93,7 +94,7 @@ CHECKPOINT_NOTE = (
 
 def _check_grid(token_grid: int) -> None:
     if token_grid not in TOKEN_GRIDS:
-        raise ValueError(
+        raise InputError(
             f"token_grid must be one of {TOKEN_GRIDS} (the DVT token grids 7x7, 10x10, 14x14), "
             f"got {token_grid!r}"
         )
@@ -101,7 +102,7 @@ def _check_grid(token_grid: int) -> None:
 
 def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+        raise InputTypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
     return value
 
 
@@ -330,12 +331,12 @@ class _StageBody(nn.Module):
         super().__init__()
         _check_grid(token_grid)
         if (feature_reuse or relation_reuse) and token_grid not in UPSAMPLE_FOR:
-            raise ValueError(
+            raise InputError(
                 f"reuse needs a previous, coarser Transformer; a {token_grid}x{token_grid} "
                 f"stage cannot reuse (only {sorted(UPSAMPLE_FOR)} can)"
             )
         if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+            raise InputError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.backbone = backbone
         self.token_grid = token_grid
         self.depth = depth
@@ -353,7 +354,7 @@ class _StageBody(nn.Module):
             self.patch_embed: nn.Module = PatchEmbed(token_grid, embed_dim)
             qkv_bias, eps = True, 1e-6
         else:
-            raise ValueError(f"backbone must be 't2t_vit' or 'deit', got {backbone!r}")
+            raise InputError(f"backbone must be 't2t_vit' or 'deit', got {backbone!r}")
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, eps, feature_reuse)
             for _ in range(depth)
@@ -382,7 +383,7 @@ class _StageBody(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != (IMG_SIZE, IMG_SIZE) or x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(
+            raise InputError(
                 f"DVT and T2T-ViT models take RGB batches of shape (N, 3, {IMG_SIZE}, {IMG_SIZE}) "
                 f"(their token grids come from fixed patch sizes); got {tuple(x.shape)}. "
                 "Resize and crop images to 224 as the model's config says"
@@ -398,9 +399,9 @@ class _StageBody(nn.Module):
         relations: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if features is not None and not self.feature_reuse:
-            raise ValueError("this stage was built without feature_reuse; pass features=None")
+            raise InputError("this stage was built without feature_reuse; pass features=None")
         if relations is not None and not self.relation_reuse:
-            raise ValueError("this stage was built without relation_reuse; pass relations=None")
+            raise InputError("this stage was built without relation_reuse; pass relations=None")
         x = self.embed(x)
         reused: Sequence[torch.Tensor | None] = [None] * self.depth
         if relations is not None:
@@ -575,7 +576,7 @@ def _dvt(
     allowed = set(dims)
     unknown = set(overrides) - allowed
     if unknown:
-        raise TypeError(
+        raise InputTypeError(
             f"{name} got unknown options {sorted(unknown)}; it takes num_classes, feature_reuse, "
             f"relation_reuse and (for reduced test models) {sorted(allowed)}"
         )
@@ -595,7 +596,7 @@ def _static(
 ) -> T2TViT:
     unknown = set(overrides) - set(dims)
     if unknown:
-        raise TypeError(
+        raise InputTypeError(
             f"{name} got unknown options {sorted(unknown)}; it takes num_classes, token_grid and "
             f"(for reduced test models) {sorted(dims)}"
         )

@@ -71,6 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eebench.errors import InputError
 from eebench.zoo.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -110,7 +111,7 @@ class Attention(nn.Module):
         v_channels = v_channels or qk_channels
         for what, c in (("query/key", qk_channels), ("value", v_channels)):
             if c % heads:
-                raise ValueError(
+                raise InputError(
                     f"attention {what} width {c} is not divisible by {heads} heads; "
                     "choose num_sa_heads that divide the stage widths"
                 )
@@ -347,24 +348,24 @@ class DynPerceiver(MultiExitModel):
     ) -> None:
         super().__init__()
         if backbone not in _BUILDERS:
-            raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+            raise InputError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
         depth_factor = [int(d) for d in depth_factor]
         num_sa_heads = [int(h) for h in num_sa_heads]
         if len(depth_factor) != 4 or min(depth_factor) < 1:
-            raise ValueError(
+            raise InputError(
                 f"depth_factor needs four positive integers (one per stage), got {depth_factor}"
             )
         if len(num_sa_heads) != 4 or min(num_sa_heads) < 1:
-            raise ValueError(
+            raise InputError(
                 f"num_sa_heads needs four positive integers (one per stage), got {num_sa_heads}"
             )
         if num_latents < 8 or num_latents % 8:
-            raise ValueError(
+            raise InputError(
                 f"num_latents must be a positive multiple of 8 (the token mixers halve it three "
                 f"times), got {num_latents}"
             )
         if sa_widening_factor < 1 or num_classes < 1:
-            raise ValueError(
+            raise InputError(
                 f"sa_widening_factor and num_classes must be positive, got "
                 f"{sa_widening_factor} and {num_classes}"
             )
@@ -501,11 +502,11 @@ class DynPerceiver(MultiExitModel):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(
+            raise InputError(
                 f"{self.config.name} expects images of shape (N, 3, H, W), got {tuple(x.shape)}"
             )
         if min(x.shape[-2:]) < MIN_INPUT:
-            raise ValueError(
+            raise InputError(
                 f"{self.config.name} downsamples by 32; images must be at least "
                 f"{MIN_INPUT}x{MIN_INPUT}, got {x.shape[-2]}x{x.shape[-1]} "
                 f"(config.input_size is {self.config.input_size})"

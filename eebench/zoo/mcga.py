@@ -120,6 +120,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from eebench.errors import InputError
 from eebench.zoo.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -406,12 +407,12 @@ class MCGA(MultiExitModel):
 
     def iter_exits(self, x: torch.Tensor) -> Generator[tuple[int, torch.Tensor], Any, None]:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(
+            raise InputError(
                 f"{self.config.name} expects images of shape (batch, 3, height, width), got "
                 f"{tuple(x.shape)}; add a batch dimension or convert the images to RGB"
             )
         if x.shape[-2] < MIN_SIZE or x.shape[-1] < MIN_SIZE:
-            raise ValueError(
+            raise InputError(
                 f"{self.config.name} needs images of at least {MIN_SIZE}x{MIN_SIZE} pixels "
                 f"(its four patch embeddings reduce the resolution 32-fold), got "
                 f"{x.shape[-2]}x{x.shape[-1]}; resize the images (the model was designed "
@@ -455,22 +456,22 @@ def _validate(
     exit_stages: list[int],
 ) -> None:
     if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
     for what, seq in (("channels", channels), ("depths", depths), ("num_heads", num_heads)):
         if len(seq) != NUM_STAGES or not all(isinstance(v, int) and v > 0 for v in seq):
-            raise ValueError(
+            raise InputError(
                 f"{what} must be {NUM_STAGES} positive integers, one per stage; got {seq!r}"
             )
     for i, (c, h) in enumerate(zip(channels, num_heads)):
         if c % h:
-            raise ValueError(
+            raise InputError(
                 f"stage {i + 1}: channels {c} are not divisible by num_heads {h}; pick a head "
                 "count that divides the width"
             )
     if not isinstance(num_groups, int) or num_groups < 1:
-        raise ValueError(f"num_groups must be a positive integer, got {num_groups!r}")
+        raise InputError(f"num_groups must be a positive integer, got {num_groups!r}")
     if not mlp_ratio > 0 or not group_mix_ratio > 0:
-        raise ValueError(
+        raise InputError(
             f"mlp_ratio and group_mix_ratio must be > 0; got {mlp_ratio!r}, {group_mix_ratio!r}"
         )
     if (
@@ -478,23 +479,23 @@ def _validate(
         or not all(isinstance(k, int) and k > 0 and k % 2 for k in kernel_sizes)
         or len(set(kernel_sizes)) != len(kernel_sizes)
     ):
-        raise ValueError(
+        raise InputError(
             "kernel_sizes must be distinct odd positive integers (same-size padding, one "
             f"branch each), got {kernel_sizes!r}"
         )
     if not isinstance(embed_dim, int) or embed_dim < 1:
-        raise ValueError(f"embed_dim must be a positive integer, got {embed_dim!r}")
+        raise InputError(f"embed_dim must be a positive integer, got {embed_dim!r}")
     if (
         not exit_stages
         or not all(isinstance(s, int) and 1 <= s <= NUM_STAGES for s in exit_stages)
         or sorted(set(exit_stages)) != exit_stages
     ):
-        raise ValueError(
+        raise InputError(
             f"exit_stages must be distinct stage numbers 1..{NUM_STAGES} in increasing order, "
             f"got {exit_stages!r}"
         )
     if exit_stages[-1] != NUM_STAGES:
-        raise ValueError(
+        raise InputError(
             f"the last exit must follow stage {NUM_STAGES} (a stage after the last exit would "
             f"never run); got exit_stages={exit_stages!r}"
         )

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from eebench.errors import InputError
 from eebench.zoo.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -215,7 +216,7 @@ class ClassifierModule(nn.Module):
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         feats = torch.flatten(self.m(x[-1]), 1)
         if feats.shape[1] != self.linear.in_features:
-            raise ValueError(
+            raise InputError(
                 f"an exit head expects {self.linear.in_features} pooled features but got "
                 f"{feats.shape[1]} from a {tuple(x[-1].shape[-2:])} coarsest-scale map; feed "
                 "images of the model's config.input_size (32x32 for the CIFAR models, 224x224 "
@@ -344,7 +345,7 @@ class MSDNet(MultiExitModel):
 
     def iter_exits(self, x: torch.Tensor) -> Generator[tuple[int, torch.Tensor], Any, None]:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(
+            raise InputError(
                 f"{self.config.name or 'MSDNet'} takes RGB image batches of shape (N, 3, H, W), "
                 f"got {tuple(x.shape)}; input size is {self.config.input_size}"
             )
@@ -370,21 +371,21 @@ def _check_args(
     prune: str,
 ) -> None:
     if step_mode not in ("even", "lin_grow"):
-        raise ValueError(f"step_mode must be 'even' or 'lin_grow', got {step_mode!r}")
+        raise InputError(f"step_mode must be 'even' or 'lin_grow', got {step_mode!r}")
     if prune not in ("max", "min"):
-        raise ValueError(f"prune must be 'max' or 'min', got {prune!r}")
+        raise InputError(f"prune must be 'max' or 'min', got {prune!r}")
     if n_blocks < 1 or base < 1 or step < (1 if step_mode == "even" else 0):
-        raise ValueError(
+        raise InputError(
             f"need n_blocks >= 1, base >= 1 and step >= 1 ('even') or >= 0 ('lin_grow'); "
             f"got n_blocks={n_blocks}, base={base}, step={step}"
         )
     if len(gr_factor) < 1 or len(gr_factor) != len(bn_factor):
-        raise ValueError(
+        raise InputError(
             f"gr_factor and bn_factor need one entry per scale, got {list(gr_factor)} and "
             f"{list(bn_factor)}"
         )
     if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        raise InputError(f"num_classes must be >= 1, got {num_classes}")
 
 
 def _cifar(name: str, anytime: bool, num_classes: int, **overrides: Any) -> MSDNet:

@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eebench.errors import InputError
 from eebench.zoo.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -367,7 +368,7 @@ class RANet(MultiExitModel):
 
     def iter_exits(self, x: torch.Tensor) -> Generator[tuple[int, torch.Tensor], Any, None]:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(
+            raise InputError(
                 f"{self.config.name or 'RANet'} takes RGB image batches of shape (N, 3, H, W), "
                 f"got {tuple(x.shape)}; input size is {self.config.input_size}"
             )
@@ -429,7 +430,7 @@ def _init_module(m: nn.Module) -> None:
 
 def _check_width(c_trans: int | None, c_out: int, s: int, b: int) -> None:
     if c_trans is not None and c_trans < 1:
-        raise ValueError(
+        raise InputError(
             f"the transition after block {b} of sub-network {s + 1} would keep {c_trans} of "
             f"{c_out} channels; raise reduction or the widths"
         )
@@ -450,42 +451,42 @@ def _check_args(
     reduction: float,
 ) -> None:
     if step_mode not in ("even", "lg"):
-        raise ValueError(
+        raise InputError(
             f"step_mode must be 'even' (step layers per block) or 'lg' (step * b layers in "
             f"block b), got {step_mode!r}"
         )
     if n_blocks < 1 or block_step < 0 or step < 1:
-        raise ValueError(
+        raise InputError(
             f"need n_blocks >= 1, block_step >= 0 and step >= 1; got n_blocks={n_blocks}, "
             f"block_step={block_step}, step={step}"
         )
     if channels < 1 or growth_rate < 1 or num_classes < 1:
-        raise ValueError(
+        raise InputError(
             f"channels, growth_rate and num_classes must be >= 1, got {channels}, "
             f"{growth_rate}, {num_classes}"
         )
     scales = list(scale_list)
     if not (len(scales) == len(gr_factor) == len(bn_factor)) or not scales:
-        raise ValueError(
+        raise InputError(
             f"scale_list, gr_factor and bn_factor need one entry per sub-network, got "
             f"{scales}, {list(gr_factor)} and {list(bn_factor)}"
         )
     if scales[0] != 1 or any(b - a not in (0, 1) for a, b in zip(scales, scales[1:])):
-        raise ValueError(
+        raise InputError(
             f"scale_list must start at 1 (the coarsest resolution) and grow by 0 or 1 per "
             f"sub-network, since the stem halves the resolution once per step; got {scales}"
         )
     if min(gr_factor) < 1 or min(bn_factor) < 1:
-        raise ValueError(
+        raise InputError(
             f"gr_factor and bn_factor entries must be >= 1, got {list(gr_factor)} and "
             f"{list(bn_factor)}"
         )
     if not 0 < reduction <= 1:
-        raise ValueError(f"reduction must be in (0, 1], got {reduction}")
+        raise InputError(f"reduction must be in (0, 1], got {reduction}")
     if not 0 < compress_factor < 1:
-        raise ValueError(f"compress_factor must be in (0, 1), got {compress_factor}")
+        raise InputError(f"compress_factor must be in (0, 1), got {compress_factor}")
     if len(scales) > 1 and math.floor(growth_rate * min(gr_factor[1:]) * compress_factor) < 1:
-        raise ValueError(
+        raise InputError(
             f"growth_rate * gr_factor * compress_factor must reach 1 in every fusing "
             f"sub-network (the channels taken from the coarser one); got growth_rate="
             f"{growth_rate}, gr_factor={list(gr_factor)}, compress_factor={compress_factor}"

@@ -75,6 +75,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 import torch
 from torch import nn
 
+from eebench.errors import InputError
 from eebench.zoo.base import ModelConfig, MultiExitModel, check_keep, keep_rows
 from eebench.zoo.registry import register_family
 
@@ -284,7 +285,7 @@ def _probe(
                 with torch.no_grad():
                     result = wrapper(torch.zeros((1, *input_size), device=device))
             except Exception as exc:
-                raise ValueError(
+                raise InputError(
                     f"{type(backbone).__name__}.forward_features failed on a zero image of size "
                     f"{'x'.join(map(str, input_size))} ({type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}); give an input_size "
@@ -390,7 +391,7 @@ def _fmt_and_channels(out: Any, num_chs: int, model_fmt: str) -> tuple[str, int]
 
 def _find_layout(backbone: nn.Module, timm_name: str, input_size: tuple[int, int, int]) -> _Layout:
     if not (hasattr(backbone, "forward_features") and hasattr(backbone, "forward_head")):
-        raise ValueError(
+        raise InputError(
             f"timm model {timm_name} ({type(backbone).__name__}) has no forward_features/"
             f"forward_head pair to split; timm classifiers such as {_WORKING_EXAMPLES} have one"
         )
@@ -399,7 +400,7 @@ def _find_layout(backbone: nn.Module, timm_name: str, input_size: tuple[int, int
         features, chans, reds = [], [], []
     candidates = _candidate_units(backbone, features)
     if not candidates:
-        raise ValueError(
+        raise InputError(
             f"timm model {timm_name} ({type(backbone).__name__}) describes no stages or blocks "
             "(no usable feature_info, no blocks/stages/layers container), so there is nowhere "
             f"to attach exits; models that work include {_WORKING_EXAMPLES}"
@@ -409,7 +410,7 @@ def _find_layout(backbone: nn.Module, timm_name: str, input_size: tuple[int, int
         (u for u in candidates if len(calls.get(u, [])) == 1), key=lambda u: calls[u][0].pre
     )
     if not once:
-        raise ValueError(
+        raise InputError(
             f"timm model {timm_name}: forward_features never called its stage modules "
             f"({', '.join(candidates[:4])}, ...) once each, so it cannot be split; "
             f"models that work include {_WORKING_EXAMPLES}"
@@ -564,19 +565,19 @@ def _resolve_exits(exits: Sequence[int | str], layout: _Layout, timm_name: str) 
     feats = layout.features
     for e in exits:
         if isinstance(e, bool) or not isinstance(e, (int, str)):
-            raise ValueError(
+            raise InputError(
                 f"exits must be feature indices (int) or module names (str), got {e!r}"
             )
         if isinstance(e, int):
             if feats:
                 if not 0 <= e < len(feats):
-                    raise ValueError(
+                    raise InputError(
                         f"{timm_name} has {len(feats)} feature stages (0..{len(feats) - 1}, "
                         f"timm's feature_info); exit {e} is out of range"
                     )
                 if e not in layout.feature_unit:
                     ok = sorted(layout.feature_unit)
-                    raise ValueError(
+                    raise InputError(
                         f"{timm_name}: feature {e} ({feats[e]!r}) is computed inside the stem, "
                         f"before the first unit the network can stop after; choose among "
                         f"features {ok} or name a unit ({', '.join(layout.units)})"
@@ -584,7 +585,7 @@ def _resolve_exits(exits: Sequence[int | str], layout: _Layout, timm_name: str) 
                 names.append(layout.feature_unit[e])
             else:
                 if not 0 <= e < len(layout.units):
-                    raise ValueError(
+                    raise InputError(
                         f"{timm_name} has {len(layout.units)} units (0..{len(layout.units) - 1}); "
                         f"exit {e} is out of range"
                     )
@@ -595,19 +596,19 @@ def _resolve_exits(exits: Sequence[int | str], layout: _Layout, timm_name: str) 
             elif e in feats and feats.index(e) in layout.feature_unit:
                 names.append(layout.feature_unit[feats.index(e)])
             else:
-                raise ValueError(
+                raise InputError(
                     f"{timm_name}: {e!r} is not a unit the network can stop after; "
                     f"choose among {', '.join(layout.units)}"
                 )
     for n in names:
         if not layout.unit_fmt[n]:
-            raise ValueError(
+            raise InputError(
                 f"{timm_name}: unit {n!r} returns no single feature tensor a head can read; "
                 "choose another exit"
             )
     order = [layout.units.index(n) for n in names]
     if not names or order != sorted(set(order)):
-        raise ValueError(
+        raise InputError(
             f"exits must be strictly increasing stage indices or unit names in execution "
             f"order, got {list(exits)}"
         )
@@ -656,20 +657,20 @@ class TimmAttachedExits(MultiExitModel):
         base = timm_name.split(".")[0]
         if not timm.is_model(base):
             hint = difflib.get_close_matches(base, timm.list_models(), n=5)
-            raise ValueError(
+            raise InputError(
                 f"timm has no model {timm_name!r}"
                 + (f"; did you mean {', '.join(hint)}?" if hint else "")
             )
         if pretrained:
-            raise ValueError(
+            raise InputError(
                 "pretrained=True would download weights, which eebench never does: load timm "
                 "weights from a local checkpoint file with pretrained_file=PATH (or a saved "
                 "multi-exit model with checkpoint=PATH)"
             )
         if head not in HEAD_KINDS:
-            raise ValueError(f"head must be one of {list(HEAD_KINDS)}, got {head!r}")
+            raise InputError(f"head must be one of {list(HEAD_KINDS)}, got {head!r}")
         if token_pool is not None and token_pool not in TOKEN_POOLS:
-            raise ValueError(f"token_pool must be one of {list(TOKEN_POOLS)}, got {token_pool!r}")
+            raise InputError(f"token_pool must be one of {list(TOKEN_POOLS)}, got {token_pool!r}")
 
         cfg = _pretrained_cfg(timm_name)
         if input_size is None and "img_size" in timm_kwargs:
@@ -684,7 +685,7 @@ class TimmAttachedExits(MultiExitModel):
             create_kwargs["img_size"] = size[1:]
         if pretrained_file is not None:
             if not Path(pretrained_file).is_file():
-                raise ValueError(
+                raise InputError(
                     f"pretrained_file {str(pretrained_file)!r} does not exist; give the path of a "
                     "local timm checkpoint (.pth, .bin or .safetensors)"
                 )
@@ -700,7 +701,7 @@ class TimmAttachedExits(MultiExitModel):
                 timm_name, num_classes=num_classes, in_chans=in_chans, **create_kwargs
             )
         except TypeError as exc:
-            raise ValueError(
+            raise InputError(
                 f"timm could not build {timm_name} with {sorted(create_kwargs)}: {exc}"
             ) from exc
 
@@ -712,7 +713,7 @@ class TimmAttachedExits(MultiExitModel):
         )
         if len(exit_units) < 2 and exits is None:
             units = layout.units if len(layout.units) <= 4 else [*layout.units[:3], "..."]
-            raise ValueError(
+            raise InputError(
                 f"timm model {timm_name} cannot be split: of the {len(layout.units)} stage "
                 f"module(s) that run one after another ({', '.join(units)}), "
                 f"{len(exit_units)} return a single feature tensor a head can read, too few for "
@@ -720,12 +721,12 @@ class TimmAttachedExits(MultiExitModel):
             )
         final = exit_units[-1] == layout.units[-1]
         if own_head and not final:
-            raise ValueError(
+            raise InputError(
                 f"own_head=True needs the last exit after the final unit {layout.units[-1]!r}, "
                 f"got {exit_units[-1]!r}"
             )
         if final and own_head is not False and layout.post is None:
-            raise ValueError(
+            raise InputError(
                 f"{timm_name}: forward_features does more after {layout.units[-1]!r} than run "
                 "a chain of its modules, so the model's own head cannot end the last exit; pass "
                 f"own_head=False to end at {layout.units[-1]!r} with an attached head instead"
@@ -741,7 +742,7 @@ class TimmAttachedExits(MultiExitModel):
             and num_prefix == 0
             and any(layout.unit_fmt[u] == "NLC" for u in exit_units)
         ):
-            raise ValueError(f"{timm_name} has no class token to pool; use token_pool='avg'")
+            raise InputError(f"{timm_name} has no class token to pool; use token_pool='avg'")
 
         attached = exit_units[:-1] if self._own_head else exit_units
         self.heads = nn.ModuleList(
@@ -795,7 +796,7 @@ class TimmAttachedExits(MultiExitModel):
     ) -> nn.Module:
         if kind == "conv":
             if fmt not in ("NCHW", "NHWC"):
-                raise ValueError(
+                raise InputError(
                     f"head='conv' needs spatial feature maps, but this exit gives {fmt} features; "
                     "use head='norm' or 'linear'"
                 )
@@ -909,7 +910,7 @@ def _input_size(
         return (in_chans, *size)
     if len(size) == 3:
         return size
-    raise ValueError(
+    raise InputError(
         f"input_size must be an int, (height, width) or (channels, height, width), got {input_size!r}"
     )
 
