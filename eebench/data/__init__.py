@@ -9,10 +9,10 @@ first use through the module ``__getattr__`` below.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from eebench.data.registry import DATASETS, UnknownDatasetError, list_datasets, register_dataset
+from eebench.lazy import lazy_attributes
 
 _LAZY = {
     "DEFAULT_FRACTIONS": "eebench.data.splits",
@@ -111,13 +111,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'eebench.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from eebench.lazy import lazy_attributes
 from eebench.policies.assignment import assign_exits, evaluate_exits, exit_counts, mean_cost
 from eebench.policies.baselines import OraclePolicy, RandomPolicy, StaticPolicy
 from eebench.policies.calibration import (
@@ -60,12 +61,7 @@ if TYPE_CHECKING:
     from eebench.policies.risk import RiskControlSolver
 
 
-def __getattr__(name: str):  # noqa: ANN202 - lazy exports keep deap and scipy out of the import
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'eebench.policies' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

@@ -8,8 +8,9 @@ the functions that need it.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from eebench.lazy import lazy_attributes
 
 _LAZY = {
     "extract_logits": "eebench.store.extract",
@@ -86,13 +87,4 @@ __all__ = [  # sorted(_LAZY), written out so that linters and type checkers can 
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'eebench.store' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

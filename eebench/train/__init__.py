@@ -6,8 +6,9 @@ to reach a name costs nothing until training starts.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from eebench.lazy import lazy_attributes
 
 # The lazy names for type checkers and editors; at run time __getattr__ loads them.
 if TYPE_CHECKING:
@@ -32,16 +33,4 @@ __all__ = [  # written out so that linters and type checkers can read it
     "train_multi_exit",
     "train_on_dataset",
 ]
-_NAMES = tuple(__all__)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        value = getattr(importlib.import_module("eebench.train.trainer"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'eebench.train' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_NAMES))
+__getattr__, __dir__ = lazy_attributes(__name__, dict.fromkeys(__all__, "eebench.train.trainer"))
