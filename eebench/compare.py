@@ -130,6 +130,8 @@ def compare(
     }
     suite = validate_suite(raw, "eebench compare", name=name)
     out = prepare_output_dir(out, "--out")
+    if command is None and any(t.get("calibration_options") for t in tables):
+        command = "eebench.compare.compare(...) from Python (calibration options have no spec)"
     if command is None:
         command = compare_command(source, tables, costs=costs, out=out, cost_unit=cost_unit,
                                   val_fraction=val_fraction, seed=seed, val_index=val_index,

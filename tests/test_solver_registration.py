@@ -125,3 +125,30 @@ def test_unregistered_names_fail_with_close_matches(quantile_solver) -> None:
             make_policy("confidence", "quantile")
     finally:
         SOLVERS.register("quantile", QuantileSolver)
+
+
+def test_calibration_options_reach_the_calibration(npz) -> None:
+    """A calibration's constructor options are set beside its name in a suite table and by
+    keyword from Python; a name it does not take fails with the ones it takes."""
+    from eebench.policies.calibration import make_calibration
+
+    assert make_calibration("mie", weights="uniform").weights == "uniform"
+    with pytest.raises(ValueError, match=r"calibration 'mie' has no option 'weight' \(did you "
+                                         r"mean 'weights'\?\); it accepts: weights, base"):
+        make_calibration("mie", weight="uniform")
+    p = make_policy("confidence", "geometric", calibration="temperature+mie",
+                    calibration_options={"weights": "uniform", "bounds": [0.1, 10.0]})
+    assert p.calibration.weights == "uniform" and p.calibration.bounds == [0.1, 10.0]
+    assert p.name == "confidence+temperature+mie/geometric[msdnet]"
+    raw = {"logits": [{"label": "net", "source": npz}],
+           "policies": [{"calibration": "mie", "calibration_options": {"weights": "uniform"}}]}
+    suite = validate_suite(raw, "s.toml", name="s")
+    policy = build_policy(suite["policies"][0], suite["policies"])
+    assert policy.calibration.weights == "uniform"
+    bad = {**raw, "policies": [{"calibration": "mie", "calibration_options": {"wieghts": 1}}]}
+    with pytest.raises(SuiteError, match=r"s.toml: policies\[0\]: calibration 'mie' has no "
+                                         r"option 'wieghts'"):
+        validate_suite(bad, "s.toml", name="s")
+    bad = {**raw, "policies": [{"calibration_options": {"weights": "uniform"}}]}
+    with pytest.raises(SuiteError, match="options given, but no calibration"):
+        validate_suite(bad, "s.toml", name="s")

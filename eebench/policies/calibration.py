@@ -169,11 +169,18 @@ CALIBRATIONS.register_lazy("laplace", "eebench.policies.laplace:LaplaceCalibrati
 CALIBRATIONS.register_lazy("laplace+mie", "eebench.policies.ensemble:laplace_mie")  # Calibrated-DNN
 
 
-def make_calibration(name: str | None) -> Any:
-    """A fresh (unfitted) calibration by name; ``None``/"none" means no calibration."""
+def make_calibration(name: str | None, **options: Any) -> Any:
+    """A fresh (unfitted) calibration by name with its constructor's options (e.g.
+    ``make_calibration("mie", weights="uniform")``); ``None``/"none" means no calibration."""
+    from eebench.policies.estimator import check_options
+
     if name is None or (isinstance(name, str) and name.strip().lower() in ("", "none")):
+        if options:
+            raise InputError(f"calibration options {sorted(options)} given without a calibration")
         return None
-    return CALIBRATIONS[name]()
+    build = CALIBRATIONS[name]
+    check_options("calibration", CALIBRATIONS.key(name), build, options)
+    return build(**options)
 
 
 def list_calibrations() -> list[str]:

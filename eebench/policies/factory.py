@@ -9,6 +9,7 @@ constructor's keyword parameters, passed through by name with no routing in betw
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from eebench.errors import InputError, UnknownNameError
@@ -73,6 +74,7 @@ def make_policy(
     calibration: str | None = None,
     seed: int | None = None,
     base_solver: str = "geometric",
+    calibration_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> BasePolicy:
     """A policy by name, e.g. ``make_policy("confidence", "ga", calibration="temperature",
@@ -83,14 +85,16 @@ def make_policy(
     goes to classes that take one (ga, eenet, random) and is ignored by the deterministic
     ones. ``random`` copies the exit fractions of ``base_solver`` built from the same
     score, calibration and options. An option the class does not take fails with the ones
-    it takes.
+    it takes. ``calibration_options`` go to the calibration's constructor by name (e.g.
+    ``{"weights": "uniform"}`` for mie).
     """
     key = solver_key(solver)
     opts = {k: v for k, v in options.items() if v is not None}
     if key == "random":
         if normalize_name(base_solver) == "random":
             raise InputError("base_solver of a random policy cannot itself be 'random'")
-        base = make_policy(score, base_solver, calibration=calibration, seed=seed, **opts)
+        base = make_policy(score, base_solver, calibration=calibration, seed=seed,
+                           calibration_options=calibration_options, **opts)
         return RandomPolicy(base, seed=0 if seed is None else seed)
     cls = solver_class(key)
     accepted = constructor_options(cls)
@@ -101,6 +105,11 @@ def make_policy(
         if calibration not in (None, "none") and not getattr(cls, "uses_calibration", False):
             raise InputError(f"the {key} policy reads no calibrated score; drop the calibration")
         return cls(**opts)
+    if calibration_options:
+        from eebench.policies.calibration import make_calibration
+
+        return Policy(score, key, make_calibration(calibration, **calibration_options),
+                      solver_options=opts)
     return Policy(score, key, calibration, solver_options=opts)
 
 
@@ -113,8 +122,11 @@ def policy_catalog() -> list[dict[str, str]]:
     from eebench.policies.scores import SCORES
 
     rows: list[dict[str, str]] = []
-    for registry in (SCORES, CALIBRATIONS, GRIDS):
+    for registry in (SCORES, GRIDS):
         rows += [{"kind": registry.kind, "name": n, "options": ""} for n in registry.names()]
+    rows += [{"kind": "calibration", "name": n, "options": ", ".join(
+        f"{k}={v!r}" for k, v in constructor_options(CALIBRATIONS[n]).items())}
+        for n in CALIBRATIONS.names()]
     for kind, lookup in (("solver", SOLVERS), ("policy", POLICIES)):
         for n in lookup.names():
             opts = constructor_options(solver_class(n))

@@ -87,6 +87,10 @@ POLICY = Table(
         "solver": Field(str, default="geometric", check=_registered("solver")),
         "calibration": Field(str, default=None, check=_registered("calibration")),
         "like": Field(str, default=None, doc="random: the policy label whose exit fractions it copies"),
+        "calibration_options": Field(dict, default=None,
+                                     doc="options of the calibration's constructor by name, e.g. "
+                                         "{weights = \"uniform\"} for mie (eebench policies "
+                                         "lists them); no spec syntax"),
     },
     more=_option_fields,
 )
@@ -157,8 +161,10 @@ def build_policy(p: Mapping[str, Any], tables: list[dict[str, Any]]) -> Any:
         base = next(q for q in tables if policy_label(q) == p["like"])
         opts = {k: v for k, v in _options(base).items() if k != "seed"}
         return make_policy(base["score"], "random", calibration=base["calibration"],
-                           seed=p.get("seed"), base_solver=base["solver"], **opts)
-    return make_policy(p["score"], p["solver"], calibration=p["calibration"], **_options(p))
+                           seed=p.get("seed"), base_solver=base["solver"],
+                           calibration_options=base.get("calibration_options"), **opts)
+    return make_policy(p["score"], p["solver"], calibration=p["calibration"],
+                       calibration_options=p.get("calibration_options"), **_options(p))
 
 
 def normalize_policy_table(p: dict[str, Any]) -> None:
@@ -181,6 +187,9 @@ def check_policy_table(p: Mapping[str, Any], where: str, path: str) -> None:
             at = f"{path}.{k}" if path else k
             raise SuiteError(f"{where}: {at!r}: the {p['solver']} solver has no option {k!r}; "
                              f"it accepts: {', '.join(accepted)}")
+    if p.get("calibration_options") and p["calibration"] in (None, "none"):
+        raise SuiteError(f"{where}: {path + '.' if path else ''}calibration_options: options "
+                         "given, but no calibration; name one with calibration = ...")
     if p["like"] is not None and "like" not in accepted:
         raise SuiteError(f"{where}: {path + '.' if path else ''}like: only a random policy "
                          "copies another policy's exit fractions")
@@ -439,6 +448,9 @@ def format_policy_spec(table: Mapping[str, Any]) -> str:
     default = {k: f.default for k, f in POLICY.all_fields().items()}
     score = table.get("score", default["score"])
     calibration = table.get("calibration")
+    if table.get("calibration_options"):
+        raise InputError("calibration options have no spec syntax; give the policy as a table "
+                         "(a suite's [[policies]] or a dict passed to eebench.compare.compare)")
     if no_score(solver):
         if calibration is not None or score != default["score"]:
             raise InputError(f"the {solver} policy takes no score or calibration, but the table "
