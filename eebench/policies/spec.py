@@ -17,6 +17,12 @@ Calibration names may contain ``+`` themselves (``temperature+mie``), so the tex
 parses to exactly the table a suite's [[policies]] entry validates to (the same schema checks
 it), and ``format_policy_spec`` writes a table back as its canonical spec, which is also the
 policy's label followed by its options.
+
+That table's schema lives here too (``POLICY``): a few fixed keys (label, score, solver,
+calibration, like, calibration_options) and, read from the registries when a table is
+checked, every keyword parameter of every registered solver's and policy's constructor.
+A solver registered in a notebook is therefore accepted by specs and suites at once, with
+all of its options.
 """
 
 from __future__ import annotations
