@@ -36,6 +36,7 @@ _LAZY = {
     "FileEvalTransform": "eebench.data.transforms",
     "TrainTransform": "eebench.data.transforms",
     "digits": "eebench.data.digits",
+    "digits_distorted": "eebench.data.digits_distorted",
     "cifar10": "eebench.data.cifar",
     "cifar100": "eebench.data.cifar",
     "image_folder": "eebench.data.folder",
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     )
     from eebench.data.cifar import cifar10, cifar100
     from eebench.data.digits import digits
+    from eebench.data.digits_distorted import digits_distorted
     from eebench.data.folder import image_folder, imagenet
     from eebench.data.splits import (
         DEFAULT_FRACTIONS,
@@ -99,6 +101,7 @@ __all__ = [
     "complement",
     "create_dataset",
     "digits",
+    "digits_distorted",
     "eval_transform",
     "image_folder",
     "imagenet",

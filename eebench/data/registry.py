@@ -24,6 +24,7 @@ DATASETS: Registry[DatasetFn] = Registry("data set", where="eebench data list")
 # The built-in loaders: name -> "module:function", imported on first use.
 _DATASETS: dict[str, str] = {
     "digits": "eebench.data.digits:digits",
+    "digits_distorted": "eebench.data.digits_distorted:digits_distorted",
     "cifar10": "eebench.data.cifar:cifar10",
     "cifar100": "eebench.data.cifar:cifar100",
     "image_folder": "eebench.data.folder:image_folder",
