@@ -152,3 +152,16 @@ def test_calibration_options_reach_the_calibration(npz) -> None:
     bad = {**raw, "policies": [{"calibration_options": {"weights": "uniform"}}]}
     with pytest.raises(SuiteError, match="options given, but no calibration"):
         validate_suite(bad, "s.toml", name="s")
+
+
+def test_calibrations_and_baselines_describe_themselves_by_their_parameters() -> None:
+    from eebench.policies.calibration import make_calibration
+
+    mie = make_calibration("mie", weights="uniform")
+    assert mie.get_params() == {"weights": "uniform", "base": None}
+    assert repr(mie) == "ModelInternalEnsemble(weights='uniform')"
+    assert repr(make_calibration("temperature")) == "TemperatureScaling()"
+    rnd = make_policy("confidence", "random", seed=3)
+    assert rnd.get_params()["seed"] == 3 and rnd.get_params()["base"].get_params()["solver"] \
+        == "geometric"
+    assert repr(make_policy(solver="oracle")) == "OraclePolicy()"

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eebench.errors import InputError
+from eebench.policies.estimator import Estimator, check_options
 from eebench.registry import Registry
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def _as_logits(x: np.ndarray, kind: str) -> np.ndarray:
         return np.log(np.maximum(x, _TINY))
 
 
-class TemperatureScaling:
+class TemperatureScaling(Estimator):
     """Per-exit temperature scaling; after ``fit``: ``temperatures_`` (K,), ``nll_before_``/``nll_after_``.
 
     ``bounds`` limits each temperature (the optimiser works on ``log T``
@@ -172,8 +173,6 @@ CALIBRATIONS.register_lazy("laplace+mie", "eebench.policies.ensemble:laplace_mie
 def make_calibration(name: str | None, **options: Any) -> Any:
     """A fresh (unfitted) calibration by name with its constructor's options (e.g.
     ``make_calibration("mie", weights="uniform")``); ``None``/"none" means no calibration."""
-    from eebench.policies.estimator import check_options
-
     if name is None or (isinstance(name, str) and name.strip().lower() in ("", "none")):
         if options:
             raise InputError(f"calibration options {sorted(options)} given without a calibration")

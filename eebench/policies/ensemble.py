@@ -40,6 +40,7 @@ import numpy as np
 
 from eebench.errors import DataError, InputError, InputTypeError
 from eebench.policies.calibration import TemperatureScaling, make_calibration
+from eebench.policies.estimator import Estimator
 from eebench.policies.scores import calibrated_block, iter_blocks
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def exit_nll(ls: LogitSet, calibration: Any = None) -> np.ndarray:
     return total / max(1, n)
 
 
-class ModelInternalEnsemble:
+class ModelInternalEnsemble(Estimator):
     """MIE: exit k predicts with the weighted mean of the probabilities of exits 1..k.
 
     ``weights``: "cost" (cumulative cost, the paper's rule), "uniform", or K positive

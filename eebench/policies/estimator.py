@@ -62,17 +62,25 @@ def check_options(kind: str, name: str, cls: type, given: dict[str, Any]) -> Non
         )
 
 
+def constructor_parameters(cls: type) -> dict[str, Any]:
+    """``{name: default}`` of every keyword parameter of ``cls`` (``inspect.Parameter.empty``
+    for a required one), in signature order."""
+    return {p.name: p.default for p in inspect.signature(cls).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
 class Estimator:
     """``get_params`` and a readable ``repr`` from the constructor's signature."""
 
     def get_params(self) -> dict[str, Any]:
-        """The options this object was built with (scikit-learn style), by name."""
-        return {name: getattr(self, name, default)
-                for name, default in constructor_options(type(self)).items()}
+        """The parameters this object was built with (scikit-learn style), by name."""
+        return {name: getattr(self, name, None if default is inspect.Parameter.empty else default)
+                for name, default in constructor_parameters(type(self)).items()}
 
     def __repr__(self) -> str:
-        defaults = constructor_options(type(self))
-        given = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, defaults[k])]
+        defaults = constructor_parameters(type(self))
+        given = [f"{k}={v!r}" for k, v in self.get_params().items()
+                 if defaults[k] is inspect.Parameter.empty or not _same(v, defaults[k])]
         return f"{type(self).__name__}({', '.join(given)})"
 
 

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eebench.errors import DataError, InputError
+from eebench.policies.estimator import Estimator
 
 if TYPE_CHECKING:
     from eebench.store.logitset import LogitSet
@@ -85,7 +86,7 @@ def require_features(ls: LogitSet, who: str = "the laplace calibration") -> list
     return ls.features
 
 
-class LaplaceCalibration:
+class LaplaceCalibration(Estimator):
     """Per-exit last-layer Laplace with the probit predictive (see the module docstring).
 
     After ``fit``: ``prior_precisions_`` (K,) (``inf`` where the exit is left unchanged),

@@ -19,6 +19,7 @@ import numpy as np
 from eebench.errors import InputError
 from eebench.policies.assignment import assign_exits, exit_counts, mean_cost
 from eebench.policies.calibration import make_calibration
+from eebench.policies.estimator import Estimator
 from eebench.policies.scores import correctness, get_score, scores_and_predictions
 from eebench.policies.solvers import Solution, make_solver
 from eebench.store.logitset import check_logitset
@@ -87,7 +88,7 @@ def merge_budget_duplicates(
     return out
 
 
-class BasePolicy:
+class BasePolicy(Estimator):
     """Shared checks of every policy; subclasses implement ``fit`` and ``apply``."""
 
     kind: ClassVar[str] = "learned"
