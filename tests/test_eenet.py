@@ -4,12 +4,12 @@ beat random exits with the same fractions, are repeatable, and reject bad input 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from policy_testing import synthetic_exits
 from shared_data import SHARED_DATA
+from zoo_testing import one_torch_thread  # noqa: F401  (module fixture)
 
 from eebench.data.splits import seeded_split
 from eebench.errors import DataError
@@ -30,11 +30,8 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread: None) -> None:  # noqa: F811
+    """Every test of this module on one torch thread (zoo_testing's fixture)."""
 
 
 def _synthetic(n: int = 1200, k: int = 4, c: int = 10, seed: int = 0) -> LogitSet:

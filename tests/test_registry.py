@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import ast
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from zoo_testing import one_torch_thread  # noqa: F401  (module fixture)
 
 from eebench.errors import EebenchError, InputTypeError, UnknownNameError
 from eebench.registry import Registry, normalize_name
@@ -25,11 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread: None) -> None:  # noqa: F811
+    """Every test of this module on one torch thread (zoo_testing's fixture)."""
 
 
 def _one_line(exc: pytest.ExceptionInfo[BaseException]) -> str:
